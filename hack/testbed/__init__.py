@@ -1,0 +1,1 @@
+"""Berth's test bed: a real local control plane and a real registry, no Docker."""

@@ -1,0 +1,30 @@
+"""Names shared across Berth: API group and version, labels, finalizer, field manager."""
+
+from typing import Final
+
+GROUP: Final = "berth.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+REGISTRY_KIND: Final = "Registry"
+TAG_POLICY_KIND: Final = "TagPolicy"
+PRUNE_SCHEDULE_KIND: Final = "PruneSchedule"
+REGISTRY_PLURAL: Final = "registries"
+TAG_POLICY_PLURAL: Final = "tagpolicies"
+PRUNE_SCHEDULE_PLURAL: Final = "pruneschedules"
+
+FIELD_MANAGER: Final = "berth-operator"
+FINALIZER: Final = f"{GROUP}/cleanup"
+
+LABEL_NAME: Final = "app.kubernetes.io/name"
+LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
+MANAGED_BY: Final = "berth"
+
+ANNOTATION_PULL_SECRETS: Final = f"{GROUP}/pull-secrets"
+ANNOTATION_CONFIG_CHECKSUM: Final = f"{GROUP}/config-checksum"
+
+# distribution (registry:2) image run for Managed registries unless spec.image says otherwise.
+DEFAULT_REGISTRY_IMAGE: Final = "docker.io/library/registry:2.8.3"
