@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
+from berth.k8s.crds import apply_crds
 from testbed.cluster import LocalCluster
 from testbed.registry import LocalRegistry
+from testbed.testbin import REPO_ROOT
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +43,12 @@ def api_client(kubeconfig: Path) -> Iterator[client.ApiClient]:
     api = config.new_client_from_config(str(kubeconfig))
     yield api
     api.close()
+
+
+@pytest.fixture(scope="session")
+def berth_crds(kubeconfig: Path) -> list[str]:
+    """The committed crds/ applied (server-side, idempotent), Established and served."""
+    return apply_crds(REPO_ROOT / "crds", kubeconfig=str(kubeconfig))
 
 
 @pytest.fixture

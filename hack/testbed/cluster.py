@@ -389,6 +389,20 @@ class LocalCluster:
                 core.read_namespaced_service_account("default", "default")
                 return True
 
+            # kwok's volume stages provision and bind claims of this class.
+            client.StorageV1Api(api_client).create_storage_class(
+                {  # type: ignore[arg-type]
+                    "apiVersion": "storage.k8s.io/v1",
+                    "kind": "StorageClass",
+                    "metadata": {
+                        "name": "kwok-volume",
+                        "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+                    },
+                    "provisioner": "kwok.x-k8s.io/volume",
+                    "reclaimPolicy": "Delete",
+                    "volumeBindingMode": "Immediate",
+                }
+            )
             wait_for(f"node {NODE_NAME} Ready", node_ready, timeout)
             wait_for("ServiceAccount default/default", default_sa_exists, timeout)
         finally:

@@ -51,10 +51,12 @@ log "building kwok $kwok_version"
 (cd "$here/kwok" && go build -ldflags "-s -w" -o "$out/kwok" sigs.k8s.io/kwok/cmd/kwok)
 
 # Standalone kwok exits with "no stages found" unless it is given Stage objects; without
-# pod-delete, deleted pods stay Terminating forever.
+# pod-delete, deleted pods stay Terminating forever. The volume stages provision and bind
+# PVCs of the StorageClass kwok-volume, which the launcher creates as the default class.
 kwok_dir=$(cd "$here/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
 stages=(node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease
-        pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete)
+        pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete
+        volume/fast/pvc-provision volume/fast/pv-bind volume/fast/pvc-delete volume/fast/pv-delete)
 : > "$out/kwok-stages.yaml"
 for stage in "${stages[@]}"; do
   { echo "---"; cat "$kwok_dir/kustomize/stage/$stage.yaml"; } >> "$out/kwok-stages.yaml"

@@ -1,0 +1,197 @@
+"""Plain-dict access to the API server through the official client's connection pool
+and credentials.
+
+The official client is synchronous; every call here runs on a small dedicated thread
+pool so kopf's event loop never blocks, and the pool's size bounds Berth's fan-out.
+Writes are server-side applies with one field manager, preceded by a read: an object
+that already matches makes no write at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import urllib.parse
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final
+
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+
+from berth.constants import FIELD_MANAGER
+from berth.k8s.diff import is_subset
+from berth.k8s.kinds import KINDS, Kind, kind_of
+from berth.observability import API_WRITES
+
+JSON = dict[str, Any]
+MAX_PARALLEL_CALLS: Final = 16
+
+__all__ = ["JSON", "ApiException", "Kube", "is_not_found"]
+
+
+def is_not_found(error: BaseException) -> bool:
+    return isinstance(error, ApiException) and error.status == 404
+
+
+class Kube:
+    def __init__(
+        self, api_client: k8s_client.ApiClient, *, field_manager: str = FIELD_MANAGER
+    ) -> None:
+        self.api_client = api_client
+        self.field_manager = field_manager
+        self._pool = ThreadPoolExecutor(MAX_PARALLEL_CALLS, thread_name_prefix="berth-kube")
+        self._api_groups: dict[str, bool] = {}
+
+    @classmethod
+    def from_environment(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
+        """In-cluster credentials inside a Pod, else the kubeconfig (KUBECONFIG, ~/.kube)."""
+        configuration = k8s_client.Configuration()
+        if kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ:
+            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, context=context, client_configuration=configuration
+            )
+        configuration.connection_pool_maxsize = MAX_PARALLEL_CALLS
+        return cls(k8s_client.ApiClient(configuration))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+        self.api_client.close()  # type: ignore[no-untyped-call]
+
+    # -- raw requests ------------------------------------------------------------------
+
+    def request_sync(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> JSON:
+        if query:
+            path = f"{path}?{urllib.parse.urlencode(query)}"
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        _, url, header_params, serialized_body, _ = self.api_client.param_serialize(
+            method, path, header_params=headers, body=body, auth_settings=["BearerToken"]
+        )
+        response = self.api_client.call_api(method, url, header_params, serialized_body)
+        data = response.read()  # type: ignore[no-untyped-call]
+        if response.status >= 400:
+            raise ApiException(status=response.status, reason=response.reason, body=data.decode())
+        return json.loads(data) if data else {}
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> JSON:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pool, lambda: self.request_sync(method, path, **kwargs)
+        )
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def get(self, kind: Kind, namespace: str | None, name: str) -> JSON | None:
+        try:
+            return await self.request("GET", kind.path(namespace, name))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def list(
+        self,
+        kind: Kind,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        page_size: int = 500,
+    ) -> AsyncIterator[JSON]:
+        """Every item, page by page (limit/continue), so no list is held whole."""
+        query: dict[str, str] = {"limit": str(page_size)}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        while True:
+            page = await self.request("GET", kind.path(namespace), query=dict(query))
+            for item in page.get("items") or []:
+                yield item
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return
+            query["continue"] = token
+
+    async def has_api(self, group_version: str) -> bool:
+        """Whether the cluster serves an API group version, e.g. route.openshift.io/v1."""
+        if group_version not in self._api_groups:
+            try:
+                await self.request("GET", f"/apis/{group_version}")
+                self._api_groups[group_version] = True
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+                self._api_groups[group_version] = False
+        return self._api_groups[group_version]
+
+    # -- writes ------------------------------------------------------------------------
+
+    async def apply(self, obj: JSON) -> JSON:
+        """Server-side apply `obj` as Berth's field manager, taking over conflicting
+        fields (a hand edit of a field Berth owns is drift to correct)."""
+        kind = kind_of(obj)
+        metadata = obj["metadata"]
+        API_WRITES.labels("apply", kind.kind).inc()
+        return await self.request(
+            "PATCH",
+            kind.path(metadata.get("namespace"), metadata["name"]),
+            query={"fieldManager": self.field_manager, "force": "true"},
+            body=obj,
+            content_type="application/apply-patch+yaml",
+        )
+
+    async def ensure(self, desired: JSON) -> tuple[bool, JSON]:
+        """Apply `desired` unless the live object already matches. Returns (written, live)."""
+        kind = kind_of(desired)
+        metadata = desired["metadata"]
+        live = await self.get(kind, metadata.get("namespace"), metadata["name"])
+        if live is not None and is_subset(desired, live):
+            return False, live
+        return True, await self.apply(desired)
+
+    async def delete(
+        self, kind: Kind, namespace: str | None, name: str, *, propagation: str = "Background"
+    ) -> bool:
+        """Delete if present; False when it was already gone."""
+        API_WRITES.labels("delete", kind.kind).inc()
+        try:
+            await self.request(
+                "DELETE",
+                kind.path(namespace, name),
+                body={"propagationPolicy": propagation},
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    async def merge_patch(
+        self, kind: Kind, namespace: str | None, name: str, patch: JSON, *, status: bool = False
+    ) -> JSON:
+        API_WRITES.labels("patch-status" if status else "patch", kind.kind).inc()
+        path = kind.path(namespace, name) + ("/status" if status else "")
+        return await self.request(
+            "PATCH", path, body=patch, content_type="application/merge-patch+json"
+        )
+
+    async def create(self, obj: JSON) -> JSON:
+        kind = kind_of(obj)
+        API_WRITES.labels("create", kind.kind).inc()
+        return await self.request("POST", kind.path(obj["metadata"].get("namespace")), body=obj)
+
+
+def kind(api_version: str, kind_name: str) -> Kind:
+    return KINDS[(api_version, kind_name)]

@@ -1,0 +1,84 @@
+"""The kinds Berth reads and writes, and where they live in the API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from berth.constants import (
+    API_VERSION,
+    PRUNE_SCHEDULE_KIND,
+    PRUNE_SCHEDULE_PLURAL,
+    REGISTRY_KIND,
+    REGISTRY_PLURAL,
+    TAG_POLICY_KIND,
+    TAG_POLICY_PLURAL,
+)
+
+
+@dataclass(frozen=True)
+class Kind:
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool = True
+
+    def path(self, namespace: str | None = None, name: str | None = None) -> str:
+        base = (
+            f"/api/{self.api_version}"
+            if "/" not in self.api_version
+            else f"/apis/{self.api_version}"
+        )
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        return f"{base}/{name}" if name else base
+
+
+_KINDS = [
+    Kind("v1", "Namespace", "namespaces", namespaced=False),
+    Kind("v1", "ServiceAccount", "serviceaccounts"),
+    Kind("v1", "ConfigMap", "configmaps"),
+    Kind("v1", "Secret", "secrets"),
+    Kind("v1", "Service", "services"),
+    Kind("v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+    Kind("v1", "Pod", "pods"),
+    Kind("v1", "Event", "events"),
+    Kind("apps/v1", "Deployment", "deployments"),
+    Kind("apps/v1", "ReplicaSet", "replicasets"),
+    Kind("apps/v1", "StatefulSet", "statefulsets"),
+    Kind("apps/v1", "DaemonSet", "daemonsets"),
+    Kind("batch/v1", "Job", "jobs"),
+    Kind("batch/v1", "CronJob", "cronjobs"),
+    Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
+    Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
+    Kind("networking.k8s.io/v1", "Ingress", "ingresses"),
+    Kind("route.openshift.io/v1", "Route", "routes"),
+    Kind("rbac.authorization.k8s.io/v1", "Role", "roles"),
+    Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings"),
+    Kind("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", namespaced=False),
+    Kind(
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        namespaced=False,
+    ),
+    Kind(
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        namespaced=False,
+    ),
+    Kind("storage.k8s.io/v1", "StorageClass", "storageclasses", namespaced=False),
+    Kind(API_VERSION, REGISTRY_KIND, REGISTRY_PLURAL),
+    Kind(API_VERSION, TAG_POLICY_KIND, TAG_POLICY_PLURAL),
+    Kind(API_VERSION, PRUNE_SCHEDULE_KIND, PRUNE_SCHEDULE_PLURAL),
+]
+KINDS: dict[tuple[str, str], Kind] = {(k.api_version, k.kind): k for k in _KINDS}
+
+
+def kind_of(obj: dict[str, object]) -> Kind:
+    key = (str(obj.get("apiVersion")), str(obj.get("kind")))
+    try:
+        return KINDS[key]
+    except KeyError:
+        raise ValueError(f"Berth does not manage {key[1]} ({key[0]})") from None
