@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
@@ -17,6 +18,7 @@ import bcrypt
 import yaml
 
 from testbed.cluster import ClusterError, free_port, wait_for
+from testbed.pki import KeyPair
 
 REGISTRY_BINARY = os.environ.get("BERTH_REGISTRY_BINARY", "/usr/bin/docker-registry")
 
@@ -44,12 +46,17 @@ class LocalRegistry:
     auth: HtpasswdAuth | TokenAuth | None = None
     read_only: bool = False
     notifications: list[dict[str, object]] = field(default_factory=list)
+    # `catalog.maxentries`: the largest `n` the catalog accepts (distribution's default 1000).
+    catalog_max_entries: int | None = None
+    # Serve HTTPS with this certificate (e.g. from testbed.pki.CertificateAuthority.issue).
+    tls: KeyPair | None = None
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def host(self) -> str:
@@ -115,6 +122,13 @@ class LocalRegistry:
             }
         if self.notifications:
             config["notifications"] = {"endpoints": self.notifications}
+        if self.catalog_max_entries is not None:
+            config["catalog"] = {"maxentries": self.catalog_max_entries}
+        if self.tls is not None:
+            certificate, key = self.tls.write(self.workdir, "tls")
+            http = config["http"]
+            assert isinstance(http, dict)
+            http["tls"] = {"certificate": str(certificate), "key": str(key)}
         return config
 
     def start(self, timeout: float = 30.0) -> None:
@@ -138,8 +152,10 @@ class LocalRegistry:
     def _answers(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
             raise ClusterError(f"docker-registry exited:\n{self.log_path.read_text()[-2000:]}")
+        # Only "is it up": the readiness probe need not trust the test certificate.
+        context = ssl._create_unverified_context() if self.tls else None
         try:
-            with urllib.request.urlopen(f"{self.url}/v2/", timeout=2) as response:
+            with urllib.request.urlopen(f"{self.url}/v2/", timeout=2, context=context) as response:
                 return bool(response.status == 200)
         except urllib.error.HTTPError as error:
             return error.code == 401  # up, and asking for credentials
