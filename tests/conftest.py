@@ -7,7 +7,10 @@ started with `make cluster-up`) instead of starting one.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +18,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
+from berth.handlers.main import operate
 from berth.k8s.crds import apply_crds
+from berth.observability import REDACTOR
 from testbed.cluster import LocalCluster
 from testbed.registry import LocalRegistry
 from testbed.testbin import REPO_ROOT
@@ -65,3 +70,63 @@ def namespace(api_client: client.ApiClient) -> Iterator[str]:
 def registry(tmp_path: Path) -> Iterator[LocalRegistry]:
     with LocalRegistry(tmp_path / "registry") as running:
         yield running
+
+
+class RunningOperator:
+    """The real operator, in-process on its own event loop, with its log records kept."""
+
+    def __init__(self) -> None:
+        self.records: list[logging.LogRecord] = []
+        self.stop = threading.Event()
+        self.ready = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def log_text(self) -> str:
+        return "\n".join(f"{r.name} {r.getMessage()}" for r in self.records)
+
+
+class _Keep(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__(logging.DEBUG)
+        self.records = records
+        self.addFilter(REDACTOR)  # as configure_logging() does for the real handlers
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.format(record)
+        self.records.append(record)
+
+
+@pytest.fixture(scope="session")
+def operator(kubeconfig: Path, berth_crds: list[str]) -> Iterator[RunningOperator]:
+    os.environ["KUBECONFIG"] = str(kubeconfig)
+    running = RunningOperator()
+    keep = _Keep(running.records)
+    root = logging.getLogger()
+    root.addHandler(keep)
+    logging.getLogger("kopf.objects").addFilter(REDACTOR)
+
+    def run() -> None:
+        try:
+            asyncio.run(
+                operate(
+                    namespaces=[],
+                    standalone=True,
+                    peering=None,
+                    liveness=None,
+                    stop_flag=running.stop,
+                    ready_flag=running.ready,
+                )
+            )
+        except BaseException as error:
+            running.error = error
+            running.ready.set()
+
+    running.thread = threading.Thread(target=run, name="berth-operator", daemon=True)
+    running.thread.start()
+    if not running.ready.wait(60) or running.error is not None:
+        pytest.fail(f"the operator did not start: {running.error}", pytrace=False)
+    yield running
+    running.stop.set()
+    running.thread.join(30)
+    root.removeHandler(keep)

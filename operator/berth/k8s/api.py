@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,7 @@ from berth.observability import API_WRITES
 
 JSON = dict[str, Any]
 MAX_PARALLEL_CALLS: Final = 16
+API_DISCOVERY_TTL: Final = 60.0
 
 __all__ = ["JSON", "ApiException", "Kube", "is_not_found"]
 
@@ -43,12 +45,15 @@ class Kube:
         self.api_client = api_client
         self.field_manager = field_manager
         self._pool = ThreadPoolExecutor(MAX_PARALLEL_CALLS, thread_name_prefix="berth-kube")
-        self._api_groups: dict[str, bool] = {}
+        self._api_groups: dict[str, tuple[bool, float]] = {}
+        self.writes = 0  # write calls made through this instance (benchmarks, tests)
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
         """In-cluster credentials inside a Pod, else the kubeconfig (KUBECONFIG, ~/.kube)."""
         configuration = k8s_client.Configuration()
+        # Read KUBECONFIG now: the client library reads it once, at import.
+        kubeconfig = kubeconfig or os.environ.get("KUBECONFIG")
         if kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ:
             k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         else:
@@ -125,25 +130,33 @@ class Kube:
             query["continue"] = token
 
     async def has_api(self, group_version: str) -> bool:
-        """Whether the cluster serves an API group version, e.g. route.openshift.io/v1."""
-        if group_version not in self._api_groups:
-            try:
-                await self.request("GET", f"/apis/{group_version}")
-                self._api_groups[group_version] = True
-            except ApiException as error:
-                if error.status != 404:
-                    raise
-                self._api_groups[group_version] = False
-        return self._api_groups[group_version]
+        """Whether the cluster serves an API group version, e.g. route.openshift.io/v1.
+        An answer is remembered for a minute: an API can be installed while we run."""
+        known = self._api_groups.get(group_version)
+        if known is not None and time.monotonic() - known[1] < API_DISCOVERY_TTL:
+            return known[0]
+        try:
+            await self.request("GET", f"/apis/{group_version}")
+            served = True
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            served = False
+        self._api_groups[group_version] = (served, time.monotonic())
+        return served
 
     # -- writes ------------------------------------------------------------------------
+
+    def _count_write(self, verb: str, kind: str) -> None:
+        self.writes += 1
+        API_WRITES.labels(verb, kind).inc()
 
     async def apply(self, obj: JSON) -> JSON:
         """Server-side apply `obj` as Berth's field manager, taking over conflicting
         fields (a hand edit of a field Berth owns is drift to correct)."""
         kind = kind_of(obj)
         metadata = obj["metadata"]
-        API_WRITES.labels("apply", kind.kind).inc()
+        self._count_write("apply", kind.kind)
         return await self.request(
             "PATCH",
             kind.path(metadata.get("namespace"), metadata["name"]),
@@ -165,7 +178,7 @@ class Kube:
         self, kind: Kind, namespace: str | None, name: str, *, propagation: str = "Background"
     ) -> bool:
         """Delete if present; False when it was already gone."""
-        API_WRITES.labels("delete", kind.kind).inc()
+        self._count_write("delete", kind.kind)
         try:
             await self.request(
                 "DELETE",
@@ -181,7 +194,7 @@ class Kube:
     async def merge_patch(
         self, kind: Kind, namespace: str | None, name: str, patch: JSON, *, status: bool = False
     ) -> JSON:
-        API_WRITES.labels("patch-status" if status else "patch", kind.kind).inc()
+        self._count_write("patch-status" if status else "patch", kind.kind)
         path = kind.path(namespace, name) + ("/status" if status else "")
         return await self.request(
             "PATCH", path, body=patch, content_type="application/merge-patch+json"
@@ -189,7 +202,7 @@ class Kube:
 
     async def create(self, obj: JSON) -> JSON:
         kind = kind_of(obj)
-        API_WRITES.labels("create", kind.kind).inc()
+        self._count_write("create", kind.kind)
         return await self.request("POST", kind.path(obj["metadata"].get("namespace")), body=obj)
 
 

@@ -3,7 +3,10 @@ must make no writes, so children are compared before they are applied."""
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity
 
 # Fields the API server owns or rewrites; desired manifests never set them.
 _IGNORED_METADATA = {"resourceVersion", "uid", "generation", "creationTimestamp", "managedFields"}
@@ -38,4 +41,20 @@ def is_subset(desired: Any, actual: Any) -> bool:
         return desired is actual
     if isinstance(desired, int | float) and isinstance(actual, int | float):
         return desired == actual
-    return bool(desired == actual)
+    if desired == actual:
+        return True
+    # The API server canonicalises quantities ("0.5" cpu reads back as "500m").
+    return isinstance(desired, str) and isinstance(actual, str) and _same_quantity(desired, actual)
+
+
+def _same_quantity(left: str, right: str) -> bool:
+    try:
+        return bool(_quantity(left) == _quantity(right))
+    except (ValueError, InvalidOperation):
+        return False
+
+
+def _quantity(text: str) -> Decimal:
+    if not text or not (text[0].isdigit() or text[0] in ".+-"):
+        raise ValueError(text)
+    return Decimal(parse_quantity(text))  # type: ignore[no-untyped-call]

@@ -69,6 +69,7 @@ _KINDS = [
         namespaced=False,
     ),
     Kind("storage.k8s.io/v1", "StorageClass", "storageclasses", namespaced=False),
+    Kind("cert-manager.io/v1", "Certificate", "certificates"),
     Kind(API_VERSION, REGISTRY_KIND, REGISTRY_PLURAL),
     Kind(API_VERSION, TAG_POLICY_KIND, TAG_POLICY_PLURAL),
     Kind(API_VERSION, PRUNE_SCHEDULE_KIND, PRUNE_SCHEDULE_PLURAL),

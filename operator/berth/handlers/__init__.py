@@ -1,0 +1,1 @@
+"""Thin kopf decorators. Importing `berth.handlers.registry` etc. registers them."""

@@ -1,0 +1,43 @@
+"""Coalesces bursts of child events into one reconcile pass per owner."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+class Debouncer:
+    """`request(key)` runs `action(*key)` once, `delay` seconds after the first request
+    of a burst; requests arriving meanwhile join that run."""
+
+    def __init__(self, delay: float, action: Callable[[str, str], Awaitable[object]]) -> None:
+        self.delay = delay
+        self._action = action
+        self._pending: dict[Key, asyncio.Task[None]] = {}
+
+    def request(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        if key not in self._pending:
+            self._pending[key] = asyncio.create_task(self._run(key), name=f"debounce {key}")
+
+    async def _run(self, key: Key) -> None:
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self._pending.pop(key, None)
+        try:
+            await self._action(*key)
+        except Exception:
+            # The slow timer retries; a child event must never take the operator down.
+            logger.exception("reconcile of %s/%s after a child event failed", *key)
+
+    async def close(self) -> None:
+        tasks = list(self._pending.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

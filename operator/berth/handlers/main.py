@@ -1,0 +1,67 @@
+"""The entry point of `berth operator`: logging, metrics, and kopf's operator loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+
+import kopf
+from prometheus_client import start_http_server
+
+from berth.observability import REDACTOR
+
+
+def configure_logging(verbose: bool) -> None:
+    """Structured (JSON) logs, with every known credential redacted before any handler
+    or kopf's Event poster sees a record."""
+    kopf.configure(debug=verbose, verbose=verbose, log_format=kopf.LogFormat.JSON)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(REDACTOR)
+    logging.getLogger("kopf.objects").addFilter(REDACTOR)
+
+
+async def operate(
+    *,
+    namespaces: list[str],
+    standalone: bool,
+    peering: str | None,
+    liveness: str | None,
+    stop_flag: asyncio.Event | threading.Event | None = None,
+    ready_flag: asyncio.Event | threading.Event | None = None,
+) -> None:
+    # Importing the handler modules registers them with kopf's default registry.
+    from berth.handlers import registry, settings  # noqa: F401
+
+    await kopf.operator(
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=standalone,
+        peering_name=None if standalone else peering,
+        liveness_endpoint=liveness,
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+        memo=settings.Memo(),
+    )
+
+
+def run_operator(
+    *,
+    namespaces: list[str],
+    standalone: bool,
+    peering: str,
+    liveness: str | None,
+    metrics_port: int,
+    kubeconfig: str | None,
+    verbose: bool,
+) -> int:
+    configure_logging(verbose)
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig
+    if metrics_port:
+        start_http_server(metrics_port)
+    asyncio.run(
+        operate(namespaces=namespaces, standalone=standalone, peering=peering, liveness=liveness)
+    )
+    return 0

@@ -1,0 +1,57 @@
+"""All kopf settings in one startup handler, and the objects handlers share (memo)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+import kopf
+
+from berth.constants import GROUP
+from berth.handlers.debounce import Debouncer
+from berth.k8s.api import Kube
+from berth.reconcile.registry import reconcile_registry
+
+DRIFT_INTERVAL: Final = 60.0  # seconds between drift passes per object
+CHILD_EVENT_DELAY: Final = 0.5  # seconds a burst of child events is coalesced over
+
+
+class Memo(kopf.Memo):
+    kube: Kube
+    registry_debouncer: Debouncer
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None:
+    # Every INFO log about an object would be an Event (an API write): post warnings only.
+    settings.posting.level = logging.WARNING
+    # kopf's bookkeeping in annotations under our own prefix, not in status.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{GROUP}/kopf-finalizer"
+    settings.execution.max_workers = 20
+    # Handlers that fail for a transient reason retry soon, then back off.
+    settings.execution.default_backoff = 10
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.queueing.error_delays = (1, 2, 5, 10, 30)
+
+    memo.kube = Kube.from_environment()
+
+    async def reconcile(namespace: str, name: str) -> object:
+        return await reconcile_registry(memo.kube, namespace, name)
+
+    memo.registry_debouncer = Debouncer(CHILD_EVENT_DELAY, reconcile)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: Memo, **_: Any) -> None:
+    await memo.registry_debouncer.close()
+    memo.kube.close()

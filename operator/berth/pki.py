@@ -1,0 +1,142 @@
+"""Certificates for SelfSigned TLS: a CA per Registry and a serving certificate for every
+name the registry answers to, renewed well before it expires."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from typing import Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CA_VALIDITY: Final = datetime.timedelta(days=3650)
+SERVING_VALIDITY: Final = datetime.timedelta(days=90)
+RENEW_BEFORE: Final = datetime.timedelta(days=30)
+_BACKDATE: Final = datetime.timedelta(minutes=5)  # tolerate clock skew between nodes
+
+
+@dataclass(frozen=True)
+class CertKey:
+    cert_pem: str
+    key_pem: str
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def _cert_pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def new_ca(common_name: str) -> CertKey:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(now + CA_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return CertKey(_cert_pem(cert), _key_pem(key))
+
+
+def issue_serving(ca: CertKey, names: list[str]) -> CertKey:
+    """A serving certificate for `names` (DNS names and IP addresses), signed by `ca`."""
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.encode())
+    ca_key = serialization.load_pem_private_key(ca.key_pem.encode(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the CA key is not an EC key")
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64])]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(now + SERVING_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(_general_names(names)), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return CertKey(_cert_pem(cert), _key_pem(key))
+
+
+def _general_names(names: list[str]) -> list[x509.GeneralName]:
+    result: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            result.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            result.append(x509.DNSName(name))
+    return result
+
+
+def needs_renewal(cert_pem: str, names: list[str], *, ca_pem: str | None = None) -> str | None:
+    """Why the certificate must be reissued (expiring, names changed, other CA), or None."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    except ValueError:
+        return "the stored certificate cannot be parsed"
+    if cert.not_valid_after_utc - _now() < RENEW_BEFORE:
+        return f"it expires on {cert.not_valid_after_utc:%Y-%m-%d}"
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return "it has no subject alternative names"
+    present = {str(v) for v in sans.get_values_for_type(x509.DNSName)}
+    present |= {str(v) for v in sans.get_values_for_type(x509.IPAddress)}
+    if present != set(names):
+        return "the registry's names changed"
+    if ca_pem is not None:
+        ca_cert = x509.load_pem_x509_certificate(ca_pem.encode())
+        if cert.issuer != ca_cert.subject:
+            return "it was not issued by the current CA"
+    return None
+
+
+def ca_is_usable(ca: CertKey) -> bool:
+    try:
+        cert = x509.load_pem_x509_certificate(ca.cert_pem.encode())
+        serialization.load_pem_private_key(ca.key_pem.encode(), password=None)
+    except ValueError:
+        return False
+    return cert.not_valid_after_utc - _now() > SERVING_VALIDITY

@@ -1,0 +1,571 @@
+"""The Registry reconciler: one idempotent pass, whatever triggered it.
+
+    read the Registry -> check what admission cannot -> material (secrets, certificates)
+    -> apply every child that differs -> delete children no longer wanted
+    -> observe the children -> write status only when it changed
+
+Passes for one Registry never overlap (a lock per object), so a child's event, the slow
+timer and kopf's create/update handlers can all ask for a pass at any time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import bcrypt
+from pydantic import ValidationError
+
+from berth import pki
+from berth.api.registry import (
+    AuthMode,
+    ManagementState,
+    RegistryConditionType,
+    RegistrySpec,
+    TLSMode,
+)
+from berth.constants import API_VERSION, REGISTRY_KIND
+from berth.k8s.api import JSON, ApiException, Kube
+from berth.k8s.events import post_event
+from berth.k8s.kinds import KINDS
+from berth.observability import RECONCILE_SECONDS, RECONCILES, REDACTOR
+from berth.reconcile.conditions import Cond, find, merge_conditions
+from berth.reconcile.unmanaged import probe_external
+from berth.resources.registry import (
+    ADMIN_USER,
+    RegistryInputs,
+    RegistryMaterial,
+    RegistryNames,
+    TLSMaterial,
+    desired_children,
+    service,
+    serving_names,
+)
+
+logger = logging.getLogger(__name__)
+
+REGISTRY: Final = KINDS[(API_VERSION, REGISTRY_KIND)]
+SECRET: Final = KINDS[("v1", "Secret")]
+SERVICE: Final = KINDS[("v1", "Service")]
+PVC: Final = KINDS[("v1", "PersistentVolumeClaim")]
+DEPLOYMENT: Final = KINDS[("apps/v1", "Deployment")]
+PDB: Final = KINDS[("policy/v1", "PodDisruptionBudget")]
+INGRESS: Final = KINDS[("networking.k8s.io/v1", "Ingress")]
+ROUTE: Final = KINDS[("route.openshift.io/v1", "Route")]
+NETWORK_POLICY: Final = KINDS[("networking.k8s.io/v1", "NetworkPolicy")]
+STORAGE_CLASS: Final = KINDS[("storage.k8s.io/v1", "StorageClass")]
+ROUTE_API: Final = "route.openshift.io/v1"
+CERT_MANAGER_API: Final = "cert-manager.io/v1"
+
+READY = RegistryConditionType.READY.value
+PROGRESSING = RegistryConditionType.PROGRESSING.value
+DEGRADED = RegistryConditionType.DEGRADED.value
+STORAGE_READY = RegistryConditionType.STORAGE_READY.value
+
+
+class InvalidSpec(Exception):
+    """The spec passed admission but cannot work; the message says why, for people."""
+
+
+@dataclass
+class Outcome:
+    conditions: list[Cond]
+    fields: dict[str, Any] = field(default_factory=dict)
+    writes: int = 0  # child writes this pass made
+
+    @property
+    def ready(self) -> Cond:
+        return next(c for c in self.conditions if c.type == READY)
+
+
+_locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+
+@asynccontextmanager
+async def _exclusive(namespace: str, name: str) -> AsyncIterator[None]:
+    lock = _locks.setdefault((namespace, name), asyncio.Lock())
+    async with lock:
+        yield
+
+
+def forget(namespace: str, name: str) -> None:
+    """Drop the lock of a deleted Registry (kept otherwise: a few bytes per object)."""
+    lock = _locks.get((namespace, name))
+    if lock is not None and not lock.locked():
+        del _locks[(namespace, name)]
+
+
+async def reconcile_registry(kube: Kube, namespace: str, name: str) -> Outcome | None:
+    """One pass for one Registry; None when it is gone or being deleted."""
+    started = time.monotonic()
+    async with _exclusive(namespace, name):
+        registry = await kube.get(REGISTRY, namespace, name)
+        if registry is None or registry["metadata"].get("deletionTimestamp"):
+            return None
+        try:
+            outcome = await _reconcile(kube, registry)
+        except Exception:
+            RECONCILES.labels(REGISTRY_KIND, "error").inc()
+            raise
+        finally:
+            RECONCILE_SECONDS.labels(REGISTRY_KIND).observe(time.monotonic() - started)
+        RECONCILES.labels(REGISTRY_KIND, "ok" if outcome.ready.status else "not-ready").inc()
+        return outcome
+
+
+async def _reconcile(kube: Kube, registry: JSON) -> Outcome:
+    status = registry.get("status") or {}
+    if not status.get("conditions"):
+        # First visit: say that nothing is known yet before doing any work.
+        first = Outcome([Cond(READY, None, "Reconciling", "Berth is setting up the registry")])
+        await _publish(kube, registry, first)
+    try:
+        spec = RegistrySpec.model_validate(registry.get("spec") or {})
+        if spec.management_state is ManagementState.MANAGED:
+            outcome = await _managed(kube, registry, spec)
+        elif spec.management_state is ManagementState.UNMANAGED:
+            outcome = await _unmanaged(kube, registry, spec)
+        else:
+            outcome = await _removed(kube, registry, spec)
+    except ValidationError as error:
+        outcome = _invalid(_validation_message(error))
+    except InvalidSpec as error:
+        outcome = _invalid(str(error))
+    await _publish(kube, registry, outcome)
+    return outcome
+
+
+def _validation_message(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    return f"spec.{where}: {first.get('msg')}" if where else str(first.get("msg"))
+
+
+def _invalid(message: str) -> Outcome:
+    return Outcome(
+        [
+            Cond(READY, False, "InvalidSpec", message),
+            Cond(
+                PROGRESSING, False, "InvalidSpec", "Nothing is rolled out until the spec is fixed"
+            ),
+            Cond(DEGRADED, True, "InvalidSpec", message),
+        ]
+    )
+
+
+# -- status ------------------------------------------------------------------------------
+
+
+async def _publish(kube: Kube, registry: JSON, outcome: Outcome) -> None:
+    """Write status when, and only when, something in it changed; post an Event when
+    Ready changes its reason."""
+    metadata = registry["metadata"]
+    old = registry.get("status") or {}
+    generation = metadata.get("generation")
+    new = {
+        **old,
+        **outcome.fields,
+        "observedGeneration": generation,
+        "conditions": merge_conditions(old.get("conditions"), outcome.conditions, generation),
+    }
+    if new == old:
+        return
+    patched = await kube.merge_patch(
+        REGISTRY, metadata["namespace"], metadata["name"], {"status": new}, status=True
+    )
+    registry["status"] = patched.get("status", new)
+    before, after = find(old.get("conditions"), READY), find(new["conditions"], READY)
+    if after and (before is None or before.get("reason") != after.get("reason")):
+        if after["status"] == "False" and after["reason"] not in ("Removed", "ScaledToZero"):
+            await post_event(
+                kube, registry, reason=after["reason"], message=after["message"], warning=True
+            )
+        elif after["status"] == "True":
+            await post_event(kube, registry, reason="Ready", message=after["message"])
+
+
+# -- Managed -----------------------------------------------------------------------------
+
+
+def _decode(secret: JSON | None, key: str) -> str | None:
+    value = ((secret or {}).get("data") or {}).get(key)
+    return base64.b64decode(value).decode() if value else None
+
+
+async def _check_references(kube: Kube, namespace: str, spec: RegistrySpec) -> None:
+    """What admission cannot see: the objects and APIs the spec relies on."""
+    storage = spec.storage
+    if storage and storage.pvc and storage.pvc.existing_claim:
+        if await kube.get(PVC, namespace, storage.pvc.existing_claim) is None:
+            raise InvalidSpec(
+                f"spec.storage.pvc.existingClaim: PersistentVolumeClaim "
+                f"{storage.pvc.existing_claim!r} does not exist in namespace {namespace}"
+            )
+    elif (
+        storage
+        and storage.pvc
+        and storage.pvc.storage_class_name
+        and await kube.get(STORAGE_CLASS, None, storage.pvc.storage_class_name) is None
+    ):
+        raise InvalidSpec(
+            f"spec.storage.pvc.storageClassName: StorageClass "
+            f"{storage.pvc.storage_class_name!r} does not exist"
+        )
+    if storage and storage.s3 and storage.s3.secret_ref:
+        secret = await kube.get(SECRET, namespace, storage.s3.secret_ref.name)
+        missing = [
+            k for k in ("accessKey", "secretKey") if not (secret or {}).get("data", {}).get(k)
+        ]
+        if secret is None or missing:
+            raise InvalidSpec(
+                f"spec.storage.s3.secretRef: Secret {storage.s3.secret_ref.name!r} "
+                + ("does not exist" if secret is None else f"lacks {', '.join(missing)}")
+            )
+    if spec.tls.mode is TLSMode.SECRET:
+        name = spec.tls.secret_name
+        secret = await kube.get(SECRET, namespace, str(name))
+        if secret is None or not _decode(secret, "tls.crt") or not _decode(secret, "tls.key"):
+            raise InvalidSpec(
+                f"spec.tls.secretName: Secret {name!r} "
+                + ("does not exist" if secret is None else "lacks tls.crt or tls.key")
+            )
+    if spec.tls.mode is TLSMode.CERT_MANAGER and not await kube.has_api(CERT_MANAGER_API):
+        raise InvalidSpec(
+            "spec.tls.mode: CertManager needs cert-manager (cert-manager.io/v1), which this "
+            "cluster does not serve; use SelfSigned or Secret"
+        )
+    route = spec.expose.route
+    if route is not None and route.enabled and not await kube.has_api(ROUTE_API):
+        raise InvalidSpec(
+            "spec.expose.route: Routes need OpenShift's route.openshift.io/v1 API, which this "
+            "cluster does not serve; use spec.expose.ingress instead"
+        )
+
+
+async def _material(
+    kube: Kube, registry: JSON, spec: RegistrySpec, names: RegistryNames, cluster_ip: str | None
+) -> RegistryMaterial:
+    """Secrets and certificates: reused while valid, generated when missing."""
+    namespace = registry["metadata"]["namespace"]
+    stored = await kube.get(SECRET, namespace, names.secrets)
+    http_secret = _decode(stored, "http-secret") or secrets.token_hex(32)
+    REDACTOR.register(http_secret)
+
+    htpasswd = admin_password = token_signing = None
+    if spec.auth.mode is not AuthMode.NONE:
+        admin = await kube.get(SECRET, namespace, names.admin)
+        admin_password = _decode(admin, "password") or secrets.token_urlsafe(32)
+        REDACTOR.register(admin_password)
+    if spec.auth.mode is AuthMode.HTPASSWD:
+        assert admin_password is not None
+        htpasswd = _decode(stored, "htpasswd")
+        if not htpasswd or not _htpasswd_has(htpasswd, ADMIN_USER, admin_password):
+            hashed = bcrypt.hashpw(admin_password.encode(), bcrypt.gensalt(10)).decode()
+            htpasswd = f"{ADMIN_USER}:{hashed}\n"
+    elif spec.auth.mode is AuthMode.TOKEN:
+        signing = await kube.get(SECRET, namespace, names.token_signing)
+        cert, key = _decode(signing, "tls.crt"), _decode(signing, "tls.key")
+        if not cert or not key:
+            # Self-signed and long-lived: the registry trusts exactly this certificate.
+            pair = pki.new_ca(f"berth {namespace}/{names.registry} token signing")
+            cert, key = pair.cert_pem, pair.key_pem
+        token_signing = TLSMaterial(cert, key)
+
+    ca = serving = None
+    wanted = serving_names(RegistryInputs(registry, spec, RegistryMaterial(""), False), cluster_ip)
+    if spec.tls.mode is TLSMode.SELF_SIGNED:
+        ca_secret = await kube.get(SECRET, namespace, names.ca_secret)
+        ca_pair = pki.CertKey(
+            _decode(ca_secret, "ca.crt") or "", _decode(ca_secret, "ca.key") or ""
+        )
+        if not ca_pair.cert_pem or not pki.ca_is_usable(ca_pair):
+            ca_pair = pki.new_ca(f"berth {namespace}/{names.registry} CA")
+        ca = TLSMaterial(ca_pair.cert_pem, ca_pair.key_pem)
+        tls_secret = await kube.get(SECRET, namespace, names.tls)
+        cert, key = _decode(tls_secret, "tls.crt"), _decode(tls_secret, "tls.key")
+        reason = pki.needs_renewal(cert, wanted, ca_pem=ca.cert_pem) if cert and key else "new"
+        if reason is not None:
+            logger.info(
+                "issuing a serving certificate for %s/%s (%s)", namespace, names.registry, reason
+            )
+            issued = pki.issue_serving(ca_pair, wanted)
+            cert, key = issued.cert_pem, issued.key_pem
+        assert cert is not None
+        assert key is not None
+        serving = TLSMaterial(cert, key, ca.cert_pem)
+    elif spec.tls.mode in (TLSMode.SECRET, TLSMode.CERT_MANAGER):
+        # Someone else's certificate: only its content matters here, so that a renewal
+        # rolls the Pods (the registry reads its certificate once, at start).
+        secret_name = names.tls if spec.tls.mode is TLSMode.CERT_MANAGER else spec.tls.secret_name
+        issued_secret = await kube.get(SECRET, namespace, str(secret_name))
+        cert = _decode(issued_secret, "tls.crt")
+        serving = TLSMaterial(cert, "") if cert else None
+    return RegistryMaterial(
+        http_secret=http_secret,
+        ca=ca,
+        serving=serving,
+        htpasswd=htpasswd,
+        admin_password=admin_password,
+        token_signing=token_signing,
+        serving_names=tuple(wanted),
+    )
+
+
+def _htpasswd_has(htpasswd: str, user: str, password: str) -> bool:
+    for line in htpasswd.splitlines():
+        name, _, hashed = line.partition(":")
+        if name == user:
+            return bcrypt.checkpw(password.encode(), hashed.encode())
+    return False
+
+
+async def _managed(kube: Kube, registry: JSON, spec: RegistrySpec) -> Outcome:
+    metadata = registry["metadata"]
+    namespace = metadata["namespace"]
+    names = RegistryNames(metadata["name"])
+    await _check_references(kube, namespace, spec)
+    openshift = await kube.has_api(ROUTE_API)
+
+    # The Service first: its cluster IP belongs in the serving certificate.
+    service_written, live_service = await kube.ensure(
+        service(RegistryInputs(registry, spec, RegistryMaterial(""), openshift))
+    )
+    cluster_ip = live_service.get("spec", {}).get("clusterIP")
+    material = await _material(kube, registry, spec, names, cluster_ip)
+    inputs = RegistryInputs(registry, spec, material, openshift)
+    writes = int(service_written)
+    live: dict[tuple[str, str], JSON] = {}
+    for child in desired_children(inputs):
+        try:
+            written, state = await kube.ensure(child)
+        except ApiException as error:
+            if error.status in (400, 422):
+                raise InvalidSpec(_api_message(child, error)) from error
+            raise
+        writes += written
+        live[(child["kind"], child["metadata"]["name"])] = state
+    writes += await _delete_stale(kube, namespace, names, inputs, openshift)
+    outcome = await _observe(kube, namespace, names, spec, live)
+    outcome.writes = writes
+    return outcome
+
+
+def _api_message(child: JSON, error: ApiException) -> str:
+    import json
+
+    try:
+        message = json.loads(error.body or "{}").get("message") or error.reason
+    except ValueError:
+        message = error.reason
+    return f"the API server refused {child['kind']} {child['metadata']['name']}: {message}"
+
+
+async def _delete_stale(
+    kube: Kube, namespace: str, names: RegistryNames, inputs: RegistryInputs, openshift: bool
+) -> int:
+    spec = inputs.spec
+    stale = []
+    if spec.replicas <= 1:
+        stale.append((PDB, names.deployment))
+    if spec.expose.ingress is None or (spec.expose.route and spec.expose.route.enabled):
+        stale.append((INGRESS, names.service))
+    if openshift and not (spec.expose.route and spec.expose.route.enabled):
+        stale.append((ROUTE, names.service))
+    deleted = 0
+    for kind, name in stale:
+        if await kube.get(kind, namespace, name) is not None:
+            deleted += await kube.delete(kind, namespace, name)
+    return deleted
+
+
+async def _observe(
+    kube: Kube,
+    namespace: str,
+    names: RegistryNames,
+    spec: RegistrySpec,
+    live: dict[tuple[str, str], JSON],
+) -> Outcome:
+    deployment = live[("Deployment", names.deployment)]
+    storage = await _storage_condition(kube, namespace, names, spec, live)
+    dep_status = deployment.get("status") or {}
+    wanted = spec.replicas
+    ready = int(dep_status.get("readyReplicas") or 0)
+    available = int(dep_status.get("availableReplicas") or 0)
+    updated = int(dep_status.get("updatedReplicas") or 0)
+    total = int(dep_status.get("replicas") or 0)
+    observed = (dep_status.get("observedGeneration") or 0) >= deployment["metadata"].get(
+        "generation", 0
+    )
+    rolling = not observed or updated < wanted or total > wanted or ready < wanted
+    progressing = (
+        Cond(
+            PROGRESSING,
+            True,
+            "RollingOut",
+            f"{ready}/{wanted} registry Pods ready, {updated} updated",
+        )
+        if rolling
+        else Cond(PROGRESSING, False, "RolloutComplete", f"{ready}/{wanted} registry Pods ready")
+    )
+    dep_conditions = dep_status.get("conditions") or []
+    stuck = find(dep_conditions, "Progressing")
+    failure = find(dep_conditions, "ReplicaFailure")
+    if stuck and stuck.get("reason") == "ProgressDeadlineExceeded":
+        degraded = Cond(DEGRADED, True, "ProgressDeadlineExceeded", str(stuck.get("message", "")))
+    elif failure and failure.get("status") == "True":
+        degraded = Cond(DEGRADED, True, "ReplicaFailure", str(failure.get("message", "")))
+    else:
+        degraded = Cond(DEGRADED, False, "AsExpected", "")
+    deployment_available = (find(dep_conditions, "Available") or {}).get("status") == "True"
+    if wanted == 0:
+        readiness = Cond(READY, False, "ScaledToZero", "spec.replicas is 0")
+    elif not storage.status:
+        readiness = Cond(READY, False, "StorageNotReady", storage.message)
+    elif spec.tls.mode is TLSMode.CERT_MANAGER and not await kube.get(SECRET, namespace, names.tls):
+        readiness = Cond(
+            READY,
+            False,
+            "WaitingForCertificate",
+            f"cert-manager has not issued Secret {names.tls} yet (Certificate {names.tls})",
+        )
+    elif available >= 1 and deployment_available:
+        readiness = Cond(READY, True, "Available", f"{available}/{wanted} registry Pods available")
+    else:
+        readiness = Cond(
+            READY, False, "DeploymentUnavailable", f"{available}/{wanted} registry Pods available"
+        )
+    port = spec.expose.service.port
+    endpoint: dict[str, Any] = {"internal": f"{names.service}.{namespace}.svc:{port}"}
+    external = _external_host(spec, live)
+    if external:
+        endpoint["external"] = external
+    fields: dict[str, Any] = {"endpoint": endpoint, "readyReplicas": ready}
+    if spec.tls.mode is TLSMode.SELF_SIGNED:
+        fields["caConfigMap"] = names.ca_config_map
+    return Outcome([readiness, progressing, degraded, storage], fields)
+
+
+def _external_host(spec: RegistrySpec, live: dict[tuple[str, str], JSON]) -> str | None:
+    for kind in ("Route", "Ingress"):
+        for (child_kind, _), state in live.items():
+            if child_kind != kind:
+                continue
+            if kind == "Route":
+                host = state.get("spec", {}).get("host")
+            else:
+                rules = state.get("spec", {}).get("rules") or [{}]
+                host = rules[0].get("host")
+            if host:
+                return str(host)
+    if spec.expose.service.type.value == "LoadBalancer":
+        for (child_kind, _), state in live.items():
+            if child_kind == "Service":
+                ingress = state.get("status", {}).get("loadBalancer", {}).get("ingress") or []
+                if ingress:
+                    host = ingress[0].get("hostname") or ingress[0].get("ip")
+                    return f"{host}:{spec.expose.service.port}"
+    return None
+
+
+async def _storage_condition(
+    kube: Kube,
+    namespace: str,
+    names: RegistryNames,
+    spec: RegistrySpec,
+    live: dict[tuple[str, str], JSON],
+) -> Cond:
+    storage = spec.storage
+    assert storage is not None
+    if storage.empty_dir is not None:
+        return Cond(
+            STORAGE_READY, True, "EmptyDir", "Pod-local storage: images do not survive the Pod"
+        )
+    if storage.s3 is not None:
+        return Cond(STORAGE_READY, True, "S3", f"bucket {storage.s3.bucket}")
+    assert storage.pvc is not None
+    claim_name = storage.pvc.existing_claim or names.pvc
+    claim = live.get(("PersistentVolumeClaim", claim_name)) or await kube.get(
+        PVC, namespace, claim_name
+    )
+    if claim is None:
+        return Cond(
+            STORAGE_READY, False, "ClaimNotFound", f"PersistentVolumeClaim {claim_name} is missing"
+        )
+    phase = (claim.get("status") or {}).get("phase", "Pending")
+    if phase == "Bound":
+        return Cond(STORAGE_READY, True, "Bound", f"PersistentVolumeClaim {claim_name} is bound")
+    return Cond(
+        STORAGE_READY,
+        False,
+        "ClaimPending" if phase == "Pending" else f"Claim{phase}",
+        f"PersistentVolumeClaim {claim_name} is {phase}",
+    )
+
+
+# -- Removed and Unmanaged ---------------------------------------------------------------
+
+
+async def _removed(kube: Kube, registry: JSON, spec: RegistrySpec) -> Outcome:
+    """The workload goes; storage, certificates and credentials stay, so that turning
+    the registry back on finds its images and its clients still trust it."""
+    namespace = registry["metadata"]["namespace"]
+    names = RegistryNames(registry["metadata"]["name"])
+    doomed = [
+        (DEPLOYMENT, names.deployment),
+        (SERVICE, names.service),
+        (PDB, names.deployment),
+        (NETWORK_POLICY, names.deployment),
+        (INGRESS, names.service),
+        (DEPLOYMENT, names.token_server),
+        (SERVICE, names.token_server),
+    ]
+    if await kube.has_api(ROUTE_API):
+        doomed.append((ROUTE, names.service))
+    pvc = spec.storage.pvc if spec.storage else None
+    if pvc is not None and pvc.delete_on_remove and pvc.existing_claim is None:
+        doomed.append((PVC, names.pvc))
+    writes = 0
+    for kind, name in doomed:
+        if await kube.get(kind, namespace, name) is not None:
+            writes += await kube.delete(kind, namespace, name)
+    kept = "storage deleted (deleteOnRemove)" if pvc and pvc.delete_on_remove else "storage kept"
+    return Outcome(
+        [
+            Cond(READY, False, "Removed", f"managementState is Removed: workload deleted, {kept}"),
+            Cond(PROGRESSING, False, "Removed", ""),
+            Cond(DEGRADED, False, "Removed", ""),
+        ],
+        {"readyReplicas": 0},
+        writes,
+    )
+
+
+async def _unmanaged(kube: Kube, registry: JSON, spec: RegistrySpec) -> Outcome:
+    assert spec.external is not None
+    namespace = registry["metadata"]["namespace"]
+    result = await probe_external(kube, namespace, spec.external)
+    readiness = (
+        Cond(READY, True, "Reachable", result.message)
+        if result.ok
+        else Cond(READY, False, result.reason, result.message)
+    )
+    return Outcome(
+        [
+            readiness,
+            Cond(PROGRESSING, False, "Unmanaged", "Berth does not run this registry"),
+            Cond(
+                DEGRADED,
+                not result.ok,
+                result.reason if not result.ok else "AsExpected",
+                "" if result.ok else result.message,
+            ),
+        ],
+        {"endpoint": {"external": spec.external.url}},
+    )
