@@ -25,6 +25,12 @@ MANAGED_BY: Final = "berth"
 
 ANNOTATION_PULL_SECRETS: Final = f"{GROUP}/pull-secrets"
 ANNOTATION_CONFIG_CHECKSUM: Final = f"{GROUP}/config-checksum"
+# On a Registry: "read-only" switches a Managed registry to read-only for maintenance
+# (storage GC) without touching its spec; removing it restores read-write.
+ANNOTATION_MAINTENANCE: Final = f"{GROUP}/maintenance"
+MAINTENANCE_READ_ONLY: Final = "read-only"
+# Condition on a Registry: True once every Pod serves the maintenance read-only config.
+CONDITION_READ_ONLY: Final = "ReadOnly"
 
 # distribution (registry:2) image run for Managed registries unless spec.image says otherwise.
 DEFAULT_REGISTRY_IMAGE: Final = "docker.io/library/registry:2.8.3"

@@ -547,3 +547,36 @@ def test_cert_manager_mode_requests_a_certificate_and_waits_for_it(
         {"metadata": {"labels": {"issued": "yes"}}},
     )
     wait_condition(api_client, namespace, "issued", "True", timeout=30)
+
+
+def test_maintenance_annotation_switches_to_read_only_and_back(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    create_registry(api_client, namespace, "maint", SAMPLE["spec"])
+    wait_condition(api_client, namespace, "maint", "True")
+    core = client.CoreV1Api(api_client)
+
+    def config_read_only() -> bool:
+        config = yaml.safe_load(
+            core.read_namespaced_config_map("maint-config", namespace).data["config.yml"]
+        )
+        return bool(config["storage"]["maintenance"]["readonly"]["enabled"])
+
+    assert not config_read_only()
+    annotate = {"metadata": {"annotations": {"berth.dev/maintenance": "read-only"}}}
+    _custom(api_client).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "registries", "maint", annotate
+    )
+    wait_condition(
+        api_client, namespace, "maint", "True", condition_type="ReadOnly", reason="Maintenance"
+    )
+    assert config_read_only()
+
+    annotate["metadata"]["annotations"]["berth.dev/maintenance"] = None  # type: ignore[index]
+    _custom(api_client).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "registries", "maint", annotate
+    )
+    wait_condition(
+        api_client, namespace, "maint", "False", condition_type="ReadOnly", reason="ReadWrite"
+    )
+    assert not config_read_only()

@@ -14,6 +14,7 @@ from berth.reconcile.registry import reconcile_registry
 
 DRIFT_INTERVAL: Final = 60.0  # seconds between drift passes per object
 CHILD_EVENT_DELAY: Final = 0.5  # seconds a burst of child events is coalesced over
+KOPF_PREFIX: Final = f"kopf.{GROUP}"
 
 
 class Memo(kopf.Memo):
@@ -30,12 +31,14 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 async def configure(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None:
     # Every INFO log about an object would be an Event (an API write): post warnings only.
     settings.posting.level = logging.WARNING
-    # kopf's bookkeeping in annotations under our own prefix, not in status.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    # kopf's bookkeeping in annotations under a prefix of its own, not in status. kopf
+    # ignores changes to annotations under its storage prefix, and berth.dev/* ones
+    # (e.g. berth.dev/maintenance) must trigger a pass.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
+        prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
-    settings.persistence.finalizer = f"{GROUP}/kopf-finalizer"
+    settings.persistence.finalizer = f"{KOPF_PREFIX}/finalizer"
     settings.execution.max_workers = 20
     # Handlers that fail for a transient reason retry soon, then back off.
     settings.execution.default_backoff = 10

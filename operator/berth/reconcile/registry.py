@@ -31,7 +31,7 @@ from berth.api.registry import (
     RegistrySpec,
     TLSMode,
 )
-from berth.constants import API_VERSION, REGISTRY_KIND
+from berth.constants import API_VERSION, CONDITION_READ_ONLY, REGISTRY_KIND
 from berth.k8s.api import JSON, ApiException, Kube
 from berth.k8s.events import post_event
 from berth.k8s.kinds import KINDS
@@ -352,7 +352,7 @@ async def _managed(kube: Kube, registry: JSON, spec: RegistrySpec) -> Outcome:
         writes += written
         live[(child["kind"], child["metadata"]["name"])] = state
     writes += await _delete_stale(kube, namespace, names, inputs, openshift)
-    outcome = await _observe(kube, namespace, names, spec, live)
+    outcome = await _observe(kube, inputs, live)
     outcome.writes = writes
     return outcome
 
@@ -386,12 +386,9 @@ async def _delete_stale(
 
 
 async def _observe(
-    kube: Kube,
-    namespace: str,
-    names: RegistryNames,
-    spec: RegistrySpec,
-    live: dict[tuple[str, str], JSON],
+    kube: Kube, inputs: RegistryInputs, live: dict[tuple[str, str], JSON]
 ) -> Outcome:
+    namespace, names, spec = inputs.namespace, inputs.names, inputs.spec
     deployment = live[("Deployment", names.deployment)]
     storage = await _storage_condition(kube, namespace, names, spec, live)
     dep_status = deployment.get("status") or {}
@@ -441,6 +438,7 @@ async def _observe(
         readiness = Cond(
             READY, False, "DeploymentUnavailable", f"{available}/{wanted} registry Pods available"
         )
+    conditions = [readiness, progressing, degraded, storage, _read_only(inputs, rolling)]
     port = spec.expose.service.port
     endpoint: dict[str, Any] = {"internal": f"{names.service}.{namespace}.svc:{port}"}
     external = _external_host(spec, live)
@@ -449,7 +447,17 @@ async def _observe(
     fields: dict[str, Any] = {"endpoint": endpoint, "readyReplicas": ready}
     if spec.tls.mode is TLSMode.SELF_SIGNED:
         fields["caConfigMap"] = names.ca_config_map
-    return Outcome([readiness, progressing, degraded, storage], fields)
+    return Outcome(conditions, fields)
+
+
+def _read_only(inputs: RegistryInputs, rolling: bool) -> Cond:
+    """True once every Pod serves a read-only config (storage GC waits for this)."""
+    if not inputs.read_only:
+        return Cond(CONDITION_READ_ONLY, False, "ReadWrite", "pushes and deletes are served")
+    why = "Maintenance" if inputs.maintenance else "SpecReadOnly"
+    if rolling:
+        return Cond(CONDITION_READ_ONLY, False, "RollingOut", "Pods are switching to read-only")
+    return Cond(CONDITION_READ_ONLY, True, why, "pushes and deletes are refused")
 
 
 def _external_host(spec: RegistrySpec, live: dict[tuple[str, str], JSON]) -> str | None:

@@ -21,7 +21,11 @@ from berth.api.registry import (
     RolloutStrategy,
     TLSMode,
 )
-from berth.constants import ANNOTATION_CONFIG_CHECKSUM
+from berth.constants import (
+    ANNOTATION_CONFIG_CHECKSUM,
+    ANNOTATION_MAINTENANCE,
+    MAINTENANCE_READ_ONLY,
+)
 from berth.resources.render import labels, owned_by, render, selector_labels
 
 REGISTRY_PORT: Final = 5000
@@ -136,6 +140,15 @@ class RegistryInputs:
         return str(self.owner["metadata"]["namespace"])
 
     @property
+    def maintenance(self) -> bool:
+        annotations = self.owner["metadata"].get("annotations") or {}
+        return annotations.get(ANNOTATION_MAINTENANCE) == MAINTENANCE_READ_ONLY
+
+    @property
+    def read_only(self) -> bool:
+        return self.spec.read_only or self.maintenance
+
+    @property
     def tls_enabled(self) -> bool:
         return self.spec.tls.mode is not TLSMode.DISABLED
 
@@ -206,7 +219,7 @@ def registry_config(inputs: RegistryInputs) -> dict[str, Any]:
                     "interval": "24h",
                     "dryrun": False,
                 },
-                "readonly": {"enabled": spec.read_only},
+                "readonly": {"enabled": inputs.read_only},
             },
         },
         "http": {
