@@ -84,3 +84,39 @@ def crds_apply(directory: Path, kubeconfig: str | None) -> None:
 
     for name in apply_crds(directory, kubeconfig=kubeconfig):
         click.echo(f"customresourcedefinition/{name} applied")
+
+
+@main.command("auth-server")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The token server's JSON configuration (reloaded when it changes).",
+)
+@click.option("--listen", default="0.0.0.0:8443", show_default=True, help="host:port")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
+def auth_server(
+    config_path: Path,
+    listen: str,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    kubeconfig: str | None,
+) -> None:
+    """Run the registry token server (Docker registry token specification)."""
+    from berth.auth.config import ConfigError
+    from berth.auth.tokenserver import run_token_server
+
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter("expected host:port, e.g. 0.0.0.0:8443", param_hint="--listen")
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    try:
+        run_token_server(
+            config_path, host, int(port), tls_cert=tls_cert, tls_key=tls_key, kubeconfig=kubeconfig
+        )
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from error

@@ -32,5 +32,8 @@ MAINTENANCE_READ_ONLY: Final = "read-only"
 # Condition on a Registry: True once every Pod serves the maintenance read-only config.
 CONDITION_READ_ONLY: Final = "ReadOnly"
 
+# The operator's own image (token server, prune jobs); installs set BERTH_OPERATOR_IMAGE.
+DEFAULT_OPERATOR_IMAGE: Final = "berth:0.1.0"
+
 # distribution (registry:2) image run for Managed registries unless spec.image says otherwise.
 DEFAULT_REGISTRY_IMAGE: Final = "docker.io/library/registry:2.8.3"

@@ -19,11 +19,15 @@ class Debouncer:
         self.delay = delay
         self._action = action
         self._pending: dict[Key, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # pending and running
 
     def request(self, namespace: str, name: str) -> None:
         key = (namespace, name)
         if key not in self._pending:
-            self._pending[key] = asyncio.create_task(self._run(key), name=f"debounce {key}")
+            task = asyncio.create_task(self._run(key), name=f"debounce {key}")
+            self._pending[key] = task
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _run(self, key: Key) -> None:
         try:
@@ -37,7 +41,7 @@ class Debouncer:
             logger.exception("reconcile of %s/%s after a child event failed", *key)
 
     async def close(self) -> None:
-        tasks = list(self._pending.values())
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

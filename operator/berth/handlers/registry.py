@@ -15,7 +15,9 @@ from berth.constants import (
     VERSION,
 )
 from berth.handlers.settings import DRIFT_INTERVAL, Memo
+from berth.reconcile import access
 from berth.reconcile import registry as reconcile
+from berth.resources.access import LABEL_REGISTRY, LABEL_REGISTRY_NAMESPACE
 
 REGISTRIES = (GROUP, VERSION, REGISTRY_PLURAL)
 # Every kind a Registry owns; an edit or deletion of one by hand is drift to correct.
@@ -41,6 +43,8 @@ async def _pass(memo: Memo, namespace: str, name: str) -> reconcile.Outcome | No
 @kopf.on.update(*REGISTRIES)
 async def registry_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     assert namespace is not None  # Registries are namespaced
+    memo.registries.add((namespace, name))
+    memo.access_debouncer.request(namespace, name)
     outcome = await _pass(memo, namespace, name)
     if outcome is not None and outcome.ready.reason == "InvalidSpec":
         # Status and an Event say why; retrying the same generation cannot help. The
@@ -52,12 +56,20 @@ async def registry_changed(namespace: str | None, name: str, memo: Any, **_: Any
 async def registry_drift(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     assert namespace is not None
     await _pass(memo, namespace, name)
+    # Also moves rotations on: a pending credential is handed out after its propagation.
+    memo.access_debouncer.request(namespace, name)
 
 
-@kopf.on.delete(*REGISTRIES, optional=True)  # ownerReferences clean up; no finalizer
-async def registry_deleted(namespace: str | None, name: str, **_: Any) -> None:
-    if namespace is not None:
-        reconcile.forget(namespace, name)
+@kopf.on.delete(*REGISTRIES)
+async def registry_deleted(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """ownerReferences clean up the namespaced children; the finalizer this handler
+    implies is for what they cannot reach: pull Secrets and ServiceAccount references in
+    other namespaces, and the token server's ClusterRoleBinding."""
+    assert namespace is not None
+    memo.registries.discard((namespace, name))
+    await access.revoke_everything(memo.kube, namespace, name)
+    await reconcile.delete_cluster_children(memo.kube, namespace, name)
+    reconcile.forget(namespace, name)
 
 
 def _owner(body: kopf.Body) -> str | None:
@@ -75,6 +87,29 @@ async def _child_event(
     owner = _owner(body)
     if owner is not None:
         memo.registry_debouncer.request(namespace, owner)
+    labels = body.get("metadata", {}).get("labels") or {}
+    if LABEL_REGISTRY in labels and LABEL_REGISTRY_NAMESPACE in labels:  # a pull Secret
+        memo.access_debouncer.request(labels[LABEL_REGISTRY_NAMESPACE], labels[LABEL_REGISTRY])
+
+
+def _request_access_everywhere(memo: Any) -> None:
+    for namespace, name in list(memo.registries):
+        memo.access_debouncer.request(namespace, name)
+
+
+@kopf.on.event("", "v1", "namespaces")
+async def namespace_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    """A namespace appeared, changed its labels or annotations, or went: grants may now
+    select it or not."""
+    if event.get("type") is not None:
+        _request_access_everywhere(memo)
+
+
+@kopf.on.event("", "v1", "serviceaccounts")
+async def service_account_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    """A new ServiceAccount (e.g. `default` in a new namespace) may need our pull Secret."""
+    if event.get("type") == "ADDED":
+        _request_access_everywhere(memo)
 
 
 for _group, _version, _plural in CHILD_RESOURCES:

@@ -10,6 +10,7 @@ import kopf
 from berth.constants import GROUP
 from berth.handlers.debounce import Debouncer
 from berth.k8s.api import Kube
+from berth.reconcile.access import reconcile_access
 from berth.reconcile.registry import reconcile_registry
 
 DRIFT_INTERVAL: Final = 60.0  # seconds between drift passes per object
@@ -20,6 +21,8 @@ KOPF_PREFIX: Final = f"kopf.{GROUP}"
 class Memo(kopf.Memo):
     kube: Kube
     registry_debouncer: Debouncer
+    access_debouncer: Debouncer
+    registries: set[tuple[str, str]]
 
 
 @kopf.on.login()
@@ -53,8 +56,15 @@ async def configure(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> No
 
     memo.registry_debouncer = Debouncer(CHILD_EVENT_DELAY, reconcile)
 
+    async def access(namespace: str, name: str) -> object:
+        return await reconcile_access(memo.kube, namespace, name)
+
+    memo.access_debouncer = Debouncer(CHILD_EVENT_DELAY, access)
+    memo.registries = set()
+
 
 @kopf.on.cleanup()
 async def cleanup(memo: Memo, **_: Any) -> None:
     await memo.registry_debouncer.close()
+    await memo.access_debouncer.close()
     memo.kube.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -31,13 +32,20 @@ from berth.api.registry import (
     RegistrySpec,
     TLSMode,
 )
-from berth.constants import API_VERSION, CONDITION_READ_ONLY, REGISTRY_KIND
+from berth.constants import (
+    API_VERSION,
+    CONDITION_READ_ONLY,
+    DEFAULT_OPERATOR_IMAGE,
+    REGISTRY_KIND,
+)
 from berth.k8s.api import JSON, ApiException, Kube
 from berth.k8s.events import post_event
 from berth.k8s.kinds import KINDS
 from berth.observability import RECONCILE_SECONDS, RECONCILES, REDACTOR
+from berth.reconcile.access import robots_for_htpasswd, state_secret_name
 from berth.reconcile.conditions import Cond, find, merge_conditions
 from berth.reconcile.unmanaged import probe_external
+from berth.resources import tokenserver
 from berth.resources.registry import (
     ADMIN_USER,
     RegistryInputs,
@@ -61,7 +69,10 @@ INGRESS: Final = KINDS[("networking.k8s.io/v1", "Ingress")]
 ROUTE: Final = KINDS[("route.openshift.io/v1", "Route")]
 NETWORK_POLICY: Final = KINDS[("networking.k8s.io/v1", "NetworkPolicy")]
 STORAGE_CLASS: Final = KINDS[("storage.k8s.io/v1", "StorageClass")]
+CLUSTER_ROLE_BINDING: Final = KINDS[("rbac.authorization.k8s.io/v1", "ClusterRoleBinding")]
 ROUTE_API: Final = "route.openshift.io/v1"
+# The token server runs the operator's own image; the install sets this to its image.
+OPERATOR_IMAGE: Final = os.environ.get("BERTH_OPERATOR_IMAGE", DEFAULT_OPERATOR_IMAGE)
 CERT_MANAGER_API: Final = "cert-manager.io/v1"
 
 READY = RegistryConditionType.READY.value
@@ -169,18 +180,20 @@ async def _publish(kube: Kube, registry: JSON, outcome: Outcome) -> None:
     metadata = registry["metadata"]
     old = registry.get("status") or {}
     generation = metadata.get("generation")
+    # Only the fields this pass owns: the access pass writes accessNamespaces and
+    # lastCredentialRotation, and a merge patch of the whole status would undo them.
     new = {
-        **old,
         **outcome.fields,
         "observedGeneration": generation,
         "conditions": merge_conditions(old.get("conditions"), outcome.conditions, generation),
     }
-    if new == old:
+    changed = {key: value for key, value in new.items() if old.get(key) != value}
+    if not changed:
         return
     patched = await kube.merge_patch(
-        REGISTRY, metadata["namespace"], metadata["name"], {"status": new}, status=True
+        REGISTRY, metadata["namespace"], metadata["name"], {"status": changed}, status=True
     )
-    registry["status"] = patched.get("status", new)
+    registry["status"] = patched.get("status", {**old, **new})
     before, after = find(old.get("conditions"), READY), find(new["conditions"], READY)
     if after and (before is None or before.get("reason") != after.get("reason")):
         if after["status"] == "False" and after["reason"] not in ("Removed", "ScaledToZero"):
@@ -265,10 +278,23 @@ async def _material(
         REDACTOR.register(admin_password)
     if spec.auth.mode is AuthMode.HTPASSWD:
         assert admin_password is not None
-        htpasswd = _decode(stored, "htpasswd")
-        if not htpasswd or not _htpasswd_has(htpasswd, ADMIN_USER, admin_password):
+        # Keep the admin's line while it matches (a fresh salt would roll the Pods), and
+        # add the robots the access pass keeps: htpasswd is read once, at start.
+        admin_line = next(
+            (
+                line
+                for line in (_decode(stored, "htpasswd") or "").splitlines()
+                if _htpasswd_has(line, ADMIN_USER, admin_password)
+            ),
+            None,
+        )
+        if admin_line is None:
             hashed = bcrypt.hashpw(admin_password.encode(), bcrypt.gensalt(10)).decode()
-            htpasswd = f"{ADMIN_USER}:{hashed}\n"
+            admin_line = f"{ADMIN_USER}:{hashed}"
+        robots = robots_for_htpasswd(
+            await kube.get(SECRET, namespace, state_secret_name(names.registry))
+        )
+        htpasswd = "".join(f"{line}\n" for line in [admin_line, *(f"{u}:{h}" for u, h in robots)])
     elif spec.auth.mode is AuthMode.TOKEN:
         signing = await kube.get(SECRET, namespace, names.token_signing)
         cert, key = _decode(signing, "tls.crt"), _decode(signing, "tls.key")
@@ -278,9 +304,10 @@ async def _material(
             cert, key = pair.cert_pem, pair.key_pem
         token_signing = TLSMaterial(cert, key)
 
-    ca = serving = None
+    ca = serving = token_server_tls = None
     wanted = serving_names(RegistryInputs(registry, spec, RegistryMaterial(""), False), cluster_ip)
-    if spec.tls.mode is TLSMode.SELF_SIGNED:
+    token_tls = spec.auth.mode is AuthMode.TOKEN and spec.tls.mode is not TLSMode.DISABLED
+    if spec.tls.mode is TLSMode.SELF_SIGNED or token_tls:
         ca_secret = await kube.get(SECRET, namespace, names.ca_secret)
         ca_pair = pki.CertKey(
             _decode(ca_secret, "ca.crt") or "", _decode(ca_secret, "ca.key") or ""
@@ -288,18 +315,18 @@ async def _material(
         if not ca_pair.cert_pem or not pki.ca_is_usable(ca_pair):
             ca_pair = pki.new_ca(f"berth {namespace}/{names.registry} CA")
         ca = TLSMaterial(ca_pair.cert_pem, ca_pair.key_pem)
-        tls_secret = await kube.get(SECRET, namespace, names.tls)
-        cert, key = _decode(tls_secret, "tls.crt"), _decode(tls_secret, "tls.key")
-        reason = pki.needs_renewal(cert, wanted, ca_pem=ca.cert_pem) if cert and key else "new"
-        if reason is not None:
-            logger.info(
-                "issuing a serving certificate for %s/%s (%s)", namespace, names.registry, reason
-            )
-            issued = pki.issue_serving(ca_pair, wanted)
-            cert, key = issued.cert_pem, issued.key_pem
-        assert cert is not None
-        assert key is not None
-        serving = TLSMaterial(cert, key, ca.cert_pem)
+        if token_tls:
+            server = names.token_server
+            token_server_tls = await _serving_certificate(
+                kube, namespace, tokenserver.tls_secret_name(names), ca_pair,
+                [f"{server}.{namespace}.svc", f"{server}.{namespace}.svc.cluster.local",
+                 f"{server}.{namespace}", server],
+            )  # fmt: skip
+    if spec.tls.mode is TLSMode.SELF_SIGNED:
+        assert ca is not None
+        serving = await _serving_certificate(
+            kube, namespace, names.tls, pki.CertKey(ca.cert_pem, ca.key_pem), wanted
+        )
     elif spec.tls.mode in (TLSMode.SECRET, TLSMode.CERT_MANAGER):
         # Someone else's certificate: only its content matters here, so that a renewal
         # rolls the Pods (the registry reads its certificate once, at start).
@@ -315,7 +342,22 @@ async def _material(
         admin_password=admin_password,
         token_signing=token_signing,
         serving_names=tuple(wanted),
+        token_server_tls=token_server_tls,
     )
+
+
+async def _serving_certificate(
+    kube: Kube, namespace: str, secret_name: str, ca: pki.CertKey, names: list[str]
+) -> TLSMaterial:
+    """The certificate in `secret_name` while it is valid for `names`, else a new one."""
+    stored = await kube.get(SECRET, namespace, secret_name)
+    cert, key = _decode(stored, "tls.crt"), _decode(stored, "tls.key")
+    reason = pki.needs_renewal(cert, names, ca_pem=ca.cert_pem) if cert and key else "new"
+    if reason is not None or cert is None or key is None:
+        logger.info("issuing a certificate for %s/%s (%s)", namespace, secret_name, reason)
+        issued = pki.issue_serving(ca, names)
+        cert, key = issued.cert_pem, issued.key_pem
+    return TLSMaterial(cert, key, ca.cert_pem)
 
 
 def _htpasswd_has(htpasswd: str, user: str, password: str) -> bool:
@@ -342,7 +384,10 @@ async def _managed(kube: Kube, registry: JSON, spec: RegistrySpec) -> Outcome:
     inputs = RegistryInputs(registry, spec, material, openshift)
     writes = int(service_written)
     live: dict[tuple[str, str], JSON] = {}
-    for child in desired_children(inputs):
+    children = desired_children(inputs)
+    if spec.auth.mode is AuthMode.TOKEN:
+        children += tokenserver.token_server_children(inputs, OPERATOR_IMAGE)
+    for child in children:
         try:
             written, state = await kube.ensure(child)
         except ApiException as error:
@@ -432,6 +477,8 @@ async def _observe(
             "WaitingForCertificate",
             f"cert-manager has not issued Secret {names.tls} yet (Certificate {names.tls})",
         )
+    elif (token := _token_server_unavailable(spec, names, live)) is not None:
+        readiness = Cond(READY, False, "TokenServerUnavailable", token)
     elif available >= 1 and deployment_available:
         readiness = Cond(READY, True, "Available", f"{available}/{wanted} registry Pods available")
     else:
@@ -448,6 +495,18 @@ async def _observe(
     if spec.tls.mode is TLSMode.SELF_SIGNED:
         fields["caConfigMap"] = names.ca_config_map
     return Outcome(conditions, fields)
+
+
+def _token_server_unavailable(
+    spec: RegistrySpec, names: RegistryNames, live: dict[tuple[str, str], JSON]
+) -> str | None:
+    if spec.auth.mode is not AuthMode.TOKEN:
+        return None
+    server = live.get(("Deployment", names.token_server)) or {}
+    available = int((server.get("status") or {}).get("availableReplicas") or 0)
+    if available >= 1:
+        return None
+    return f"the token server {names.token_server} has no available Pod; clients cannot log in"
 
 
 def _read_only(inputs: RegistryInputs, rolling: bool) -> Cond:
@@ -515,6 +574,12 @@ async def _storage_condition(
         "ClaimPending" if phase == "Pending" else f"Claim{phase}",
         f"PersistentVolumeClaim {claim_name} is {phase}",
     )
+
+
+async def delete_cluster_children(kube: Kube, namespace: str, name: str) -> int:
+    """Cluster-scoped children, which ownerReferences cannot clean up."""
+    binding = tokenserver.cluster_role_binding_name(namespace, RegistryNames(name))
+    return int(await kube.delete(CLUSTER_ROLE_BINDING, None, binding))
 
 
 # -- Removed and Unmanaged ---------------------------------------------------------------

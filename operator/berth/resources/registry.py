@@ -117,6 +117,7 @@ class RegistryMaterial:
     admin_password: str | None = None  # Htpasswd, Token: Berth's own credential
     token_signing: TLSMaterial | None = None  # Token: the token server's signing key
     serving_names: tuple[str, ...] = ()  # CertManager: the names to request
+    token_server_tls: TLSMaterial | None = None  # Token with TLS: the token server's cert
 
     @property
     def token_ca_pem(self) -> str | None:
@@ -342,8 +343,8 @@ def desired_children(inputs: RegistryInputs) -> list[dict[str, Any]]:
                 },
             )
         )
-    if spec.tls.mode is TLSMode.SELF_SIGNED:
-        assert material.ca is not None and material.serving is not None
+    if material.ca is not None:
+        # Berth's CA: it signs the SelfSigned serving certificate and the token server's.
         children.append(
             render(
                 "registry/secret.yaml.j2",
@@ -356,6 +357,17 @@ def desired_children(inputs: RegistryInputs) -> list[dict[str, Any]]:
         )
         children.append(
             render(
+                "registry/ca-configmap.yaml.j2",
+                **common,
+                labels=labels(instance, "ca"),
+                ca_pem=material.ca.cert_pem,
+            )
+        )
+    if spec.tls.mode is TLSMode.SELF_SIGNED:
+        assert material.ca is not None
+        assert material.serving is not None
+        children.append(
+            render(
                 "registry/secret.yaml.j2",
                 namespace=namespace,
                 name=names.tls,
@@ -366,14 +378,6 @@ def desired_children(inputs: RegistryInputs) -> list[dict[str, Any]]:
                     "tls.key": _b64(material.serving.key_pem),
                     "ca.crt": _b64(material.ca.cert_pem),
                 },
-            )
-        )
-        children.append(
-            render(
-                "registry/ca-configmap.yaml.j2",
-                **common,
-                labels=labels(instance, "ca"),
-                ca_pem=material.ca.cert_pem,
             )
         )
     if spec.tls.mode is TLSMode.CERT_MANAGER and material.serving_names:

@@ -1,0 +1,540 @@
+"""The access pass of a Registry: robots, pull Secrets in every granted namespace, the
+ServiceAccounts' imagePullSecrets, the token server's configuration, and rotation.
+
+The pass is level-based over three lists (namespaces, our labelled pull Secrets, all
+ServiceAccounts), so a steady state costs three paginated LISTs and no writes.
+
+Rotation never breaks a pull. A robot goes through three phases:
+    pending   its hash is in the token server's config (or htpasswd), its password only
+              in the Registry's robot record; clients do not have it yet
+    active    after PROPAGATION, its password replaces the old one in every pull Secret
+    retiring  the old robot stays valid for RETIRE_GRACE, then is dropped
+so the new credential works everywhere before any copy carries it, and the old one
+keeps working until no client can still be holding it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import hashlib
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from berth.api.common import parse_duration
+from berth.api.registry import AuthMode, ManagementState, RegistrySpec
+from berth.auth.config import Grant, Robot, TokenServerConfig
+from berth.auth.robots import dockerconfigjson, hash_password
+from berth.constants import API_VERSION, GROUP, REGISTRY_KIND
+from berth.k8s.api import JSON, ApiException, Kube
+from berth.k8s.events import post_event
+from berth.k8s.kinds import KINDS
+from berth.observability import REDACTOR
+from berth.reconcile.unmanaged import SecretProblem, credentials_from_secret
+from berth.resources.access import (
+    ALL_SERVICE_ACCOUNTS,
+    ANNOTATION_ROBOT,
+    NamespaceAccess,
+    pull_secret,
+    pull_secret_name,
+    registry_selector,
+    robots_secret,
+    select_namespaces,
+)
+from berth.resources.registry import (
+    ADMIN_USER,
+    TOKEN_ISSUER,
+    RegistryInputs,
+    RegistryMaterial,
+    RegistryNames,
+    token_service,
+)
+from berth.resources.tokenserver import SIGNING_DIR, token_config_secret
+
+logger = logging.getLogger(__name__)
+
+REGISTRY: Final = KINDS[(API_VERSION, REGISTRY_KIND)]
+NAMESPACE: Final = KINDS[("v1", "Namespace")]
+SECRET: Final = KINDS[("v1", "Secret")]
+SERVICE: Final = KINDS[("v1", "Service")]
+SERVICE_ACCOUNT: Final = KINDS[("v1", "ServiceAccount")]
+ANNOTATION_ROTATE: Final = f"{GROUP}/rotate-credentials"
+# Robot passwords are 256-bit random strings: no cost factor makes them harder to guess,
+# while a high one would cost seconds per namespace. bcrypt still, as htpasswd requires.
+ROBOT_BCRYPT_COST: Final = 5
+
+
+@dataclass
+class Timing:
+    """How long a new credential waits before clients get it (mounted Secrets reach
+    Pods within the kubelet's sync period), and how long an old one stays valid."""
+
+    propagation: datetime.timedelta = datetime.timedelta(seconds=90)
+    retire_grace: datetime.timedelta = datetime.timedelta(minutes=10)
+
+
+TIMING: Final = Timing()
+
+
+@dataclass
+class RobotRecord:
+    username: str
+    password_hash: str
+    namespace: str
+    created: str
+    phase: str  # pending | active | retiring
+    fingerprint: str  # sha256 of the password: tells a hand-edited copy apart
+    retire_at: str | None = None
+    pending_password: str | None = None
+
+
+@dataclass
+class AccessState:
+    robots: list[RobotRecord] = field(default_factory=list)
+    admin_hash: str | None = None
+    admin_fingerprint: str | None = None
+    rotation_request: str | None = None
+    last_rotation: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> AccessState:
+        data = json.loads(text)
+        return cls(
+            robots=[RobotRecord(**r) for r in data.get("robots", [])],
+            admin_hash=data.get("admin_hash"),
+            admin_fingerprint=data.get("admin_fingerprint"),
+            rotation_request=data.get("rotation_request"),
+            last_rotation=data.get("last_rotation"),
+        )
+
+
+@dataclass
+class AccessOutcome:
+    namespaces: int
+    writes: int
+    problems: list[str]
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _time(moment: datetime.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(text: str) -> datetime.datetime:
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+
+
+def fingerprint(password: str) -> str:
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+def state_secret_name(registry_name: str) -> str:
+    return f"{registry_name}-robots"
+
+
+def _decode(secret: JSON | None, key: str) -> str | None:
+    value = ((secret or {}).get("data") or {}).get(key)
+    return base64.b64decode(value).decode() if value else None
+
+
+def credential_of(secret: JSON) -> tuple[str, str] | None:
+    """The (username, password) a pull Secret carries, or None if it is unreadable."""
+    try:
+        document = json.loads(_decode(secret, ".dockerconfigjson") or "{}")
+        entry = next(iter(document["auths"].values()))
+        return str(entry["username"]), str(entry["password"])
+    except (ValueError, KeyError, StopIteration, TypeError, AttributeError):
+        return None
+
+
+async def _new_robot(namespace: str, phase: str, now: datetime.datetime) -> tuple[RobotRecord, str]:
+    password = secrets.token_urlsafe(32)
+    REDACTOR.register(password)
+    hashed = await asyncio.to_thread(hash_password, password, cost=ROBOT_BCRYPT_COST)
+    username = f"robot-{namespace}"[:55].rstrip("-.") + "-" + secrets.token_hex(4)
+    record = RobotRecord(username, hashed, namespace, _time(now), phase, fingerprint(password))
+    return record, password
+
+
+_locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+
+@asynccontextmanager
+async def _exclusive(namespace: str, name: str) -> AsyncIterator[None]:
+    lock = _locks.setdefault((namespace, name), asyncio.Lock())
+    async with lock:
+        yield
+
+
+async def registry_hosts(kube: Kube, registry: JSON, spec: RegistrySpec) -> list[str]:
+    """Every host[:port] the registry answers to, as image references name it."""
+    metadata = registry["metadata"]
+    if spec.management_state is ManagementState.UNMANAGED:
+        assert spec.external is not None
+        return [spec.external.url.split("://", 1)[-1].rstrip("/")]
+    names = RegistryNames(metadata["name"])
+    port = spec.expose.service.port
+    hosts = [
+        f"{names.service}.{metadata['namespace']}.svc:{port}",
+        f"{names.service}.{metadata['namespace']}.svc.cluster.local:{port}",
+    ]
+    service = await kube.get(SERVICE, metadata["namespace"], names.service)
+    cluster_ip = (service or {}).get("spec", {}).get("clusterIP")
+    if cluster_ip and cluster_ip != "None":
+        hosts.append(f"{cluster_ip}:{port}")
+    external = ((registry.get("status") or {}).get("endpoint") or {}).get("external")
+    if external:
+        hosts.append(str(external))
+    return hosts
+
+
+async def reconcile_access(kube: Kube, namespace: str, name: str) -> AccessOutcome | None:
+    async with _exclusive(namespace, name):
+        registry = await kube.get(REGISTRY, namespace, name)
+        if registry is None or registry["metadata"].get("deletionTimestamp"):
+            return None
+        try:
+            spec = RegistrySpec.model_validate(registry.get("spec") or {})
+        except ValidationError:
+            return None  # the Registry pass reports InvalidSpec
+        return await _reconcile(kube, registry, spec)
+
+
+async def _reconcile(kube: Kube, registry: JSON, spec: RegistrySpec) -> AccessOutcome:
+    metadata = registry["metadata"]
+    rns, rname = metadata["namespace"], metadata["name"]
+    names = RegistryNames(rname)
+    now = _now()
+    writes_before = kube.writes
+    problems: list[str] = []
+
+    namespaces = [ns async for ns in kube.list(NAMESPACE)]
+    wanted: dict[str, NamespaceAccess] = {}
+    if spec.auth.mode is not AuthMode.NONE and spec.access:
+        wanted = select_namespaces(spec.access, namespaces)
+    live_secrets = {
+        s["metadata"]["namespace"]: s
+        async for s in kube.list(SECRET, label_selector=registry_selector(rns, rname))
+    }
+    secret_name = pull_secret_name(rns, rname)
+    hosts = await registry_hosts(kube, registry, spec)
+
+    state_secret = await kube.get(SECRET, rns, state_secret_name(rname))
+    state_text = _decode(state_secret, "robots.json")
+    state = AccessState.from_json(state_text) if state_text else AccessState()
+
+    if spec.management_state is ManagementState.UNMANAGED:
+        shared = await _external_credential(kube, registry, spec, problems)
+        for ns in wanted:
+            if shared is None:
+                break
+            document = dockerconfigjson(hosts, *shared)
+            await _ensure_secret(kube, rns, rname, ns, document, shared[0], live_secrets, problems)
+    else:
+        rotate_all = _rotation_requested(metadata, state)
+        period = parse_duration(spec.credential_rotation.period)
+        by_namespace: dict[str, list[RobotRecord]] = {}
+        for robot in state.robots:
+            by_namespace.setdefault(robot.namespace, []).append(robot)
+        kept: list[RobotRecord] = []
+        for ns in wanted:
+            robots = by_namespace.pop(ns, [])
+            kept += await _namespace_robots(
+                kube, rns, rname, ns, robots, live_secrets.get(ns), hosts, period, rotate_all,
+                now, state, live_secrets, problems,
+            )  # fmt: skip
+        # Robots of namespaces that left every grant are revoked at once.
+        state.robots = kept
+        if rotate_all:
+            state.rotation_request = (metadata.get("annotations") or {}).get(ANNOTATION_ROTATE)
+        if spec.auth.mode is AuthMode.TOKEN:
+            await _ensure_token_config(kube, registry, spec, names, state, wanted)
+        if state.to_json() != (state_text or AccessState().to_json()):
+            await kube.ensure(robots_secret(registry, state_secret_name(rname), state.to_json()))
+
+    for ns, secret in live_secrets.items():
+        if ns not in wanted:
+            await kube.delete(SECRET, ns, secret["metadata"]["name"])
+    await _service_accounts(kube, secret_name, wanted, problems)
+    await _publish(kube, registry, len(wanted), state.last_rotation)
+    for problem in problems:
+        await post_event(kube, registry, reason="AccessFailed", message=problem, warning=True)
+    return AccessOutcome(len(wanted), kube.writes - writes_before, problems)
+
+
+def _rotation_requested(metadata: JSON, state: AccessState) -> bool:
+    request = (metadata.get("annotations") or {}).get(ANNOTATION_ROTATE)
+    return bool(request) and request != state.rotation_request
+
+
+async def _namespace_robots(
+    kube: Kube,
+    rns: str,
+    rname: str,
+    ns: str,
+    robots: list[RobotRecord],
+    secret: JSON | None,
+    hosts: list[str],
+    period: datetime.timedelta,
+    rotate_all: bool,
+    now: datetime.datetime,
+    state: AccessState,
+    live_secrets: dict[str, JSON],
+    problems: list[str],
+) -> list[RobotRecord]:
+    """One namespace's robots after this pass; writes its pull Secret when needed."""
+    active = next((r for r in robots if r.phase == "active"), None)
+    pending = next((r for r in robots if r.phase == "pending"), None)
+    retiring = [
+        r
+        for r in robots
+        if r.phase == "retiring" and r.retire_at and _parse_time(r.retire_at) > now
+    ]
+    carried = credential_of(secret) if secret else None
+    intact = (
+        active is not None
+        and carried is not None
+        and carried[0] == active.username
+        and fingerprint(carried[1]) == active.fingerprint
+    )
+    if active is None or not intact or carried is None:
+        # No credential yet, or its copy was lost or edited: issue one at once (there is
+        # nothing working to protect).
+        active, password = await _new_robot(ns, "active", now)
+        await _ensure_secret(
+            kube, rns, rname, ns, dockerconfigjson(hosts, active.username, password),
+            active.username, live_secrets, problems,
+        )  # fmt: skip
+        return [active, *retiring]
+
+    due = rotate_all or now - _parse_time(active.created) >= period
+    if pending is None and due:
+        pending, pending_password = await _new_robot(ns, "pending", now)
+        pending.pending_password = pending_password
+    if pending is not None and now - _parse_time(pending.created) >= TIMING.propagation:
+        assert pending.pending_password is not None
+        password = pending.pending_password
+        await _ensure_secret(
+            kube, rns, rname, ns, dockerconfigjson(hosts, pending.username, password),
+            pending.username, live_secrets, problems,
+        )  # fmt: skip
+        active.phase, active.retire_at = "retiring", _time(now + TIMING.retire_grace)
+        pending.phase, pending.pending_password = "active", None
+        state.last_rotation = _time(now)
+        return [pending, active, *retiring]
+    # Steady: keep the copy right (host names can change, e.g. a new external host).
+    document = dockerconfigjson(hosts, active.username, carried[1])
+    await _ensure_secret(kube, rns, rname, ns, document, active.username, live_secrets, problems)
+    return [r for r in (active, pending) if r is not None] + retiring
+
+
+async def _ensure_secret(
+    kube: Kube,
+    rns: str,
+    rname: str,
+    ns: str,
+    document: bytes,
+    robot: str,
+    live_secrets: dict[str, JSON],
+    problems: list[str],
+) -> None:
+    desired = pull_secret(
+        registry_namespace=rns,
+        registry_name=rname,
+        namespace=ns,
+        dockerconfigjson=document,
+        robot=robot,
+    )
+    live = live_secrets.get(ns)
+    if live is not None and _same_secret(desired, live):
+        return
+    try:
+        live_secrets[ns] = await kube.apply(desired)
+    except ApiException as error:
+        problems.append(
+            f"namespace {ns}: writing pull Secret failed: {error.status} {error.reason}"
+        )
+
+
+def _same_secret(desired: JSON, live: JSON) -> bool:
+    return (
+        desired["data"] == live.get("data")
+        and desired["type"] == live.get("type")
+        and all(
+            (live["metadata"].get(field) or {}).get(key) == value
+            for field in ("labels", "annotations")
+            for key, value in desired["metadata"][field].items()
+        )
+    )
+
+
+async def _external_credential(
+    kube: Kube, registry: JSON, spec: RegistrySpec, problems: list[str]
+) -> tuple[str, str] | None:
+    """Unmanaged registries have no robots: namespaces get the configured credential."""
+    assert spec.external is not None
+    ref = spec.external.credentials_secret_ref
+    if ref is None:
+        return None
+    secret = await kube.get(SECRET, registry["metadata"]["namespace"], ref.name)
+    if secret is None:
+        return None  # the Registry pass reports it
+    try:
+        credentials = credentials_from_secret(secret, spec.external.url)
+    except SecretProblem as problem:
+        problems.append(f"spec.external.credentialsSecretRef: {problem}")
+        return None
+    REDACTOR.register(credentials.password)
+    return credentials.username, credentials.password
+
+
+async def _ensure_token_config(
+    kube: Kube,
+    registry: JSON,
+    spec: RegistrySpec,
+    names: RegistryNames,
+    state: AccessState,
+    wanted: dict[str, NamespaceAccess],
+) -> None:
+    admin = await kube.get(SECRET, registry["metadata"]["namespace"], names.admin)
+    admin_password = _decode(admin, "password")
+    robots: list[Robot] = []
+    if admin_password:
+        REDACTOR.register(admin_password)
+        if state.admin_fingerprint != fingerprint(admin_password) or not state.admin_hash:
+            state.admin_hash = await asyncio.to_thread(
+                hash_password, admin_password, cost=ROBOT_BCRYPT_COST
+            )
+            state.admin_fingerprint = fingerprint(admin_password)
+        robots.append(
+            Robot(
+                username=ADMIN_USER,
+                password_hash=state.admin_hash,
+                grants=[Grant(repositories=["**"], actions=["pull", "push", "delete"])],
+                catalog=True,
+            )
+        )
+    for robot in sorted(state.robots, key=lambda r: r.username):
+        access = wanted.get(robot.namespace)
+        if access is None:
+            continue
+        robots.append(
+            Robot(
+                username=robot.username,
+                password_hash=robot.password_hash,
+                namespace=robot.namespace,
+                grants=[Grant.model_validate(access.grant())],
+            )
+        )
+    inputs = RegistryInputs(registry, spec, RegistryMaterial(""))
+    config = TokenServerConfig(
+        issuer=TOKEN_ISSUER,
+        service=token_service(inputs),
+        signing_key_file=SIGNING_DIR / "tls.key",
+        signing_cert_file=SIGNING_DIR / "tls.crt",
+        robots=robots,
+        namespace_grants={
+            ns: [
+                Grant.model_validate(
+                    {**access.grant(), "serviceAccounts": list(access.service_accounts)}
+                )
+            ]
+            for ns, access in wanted.items()
+        },
+        token_review=True,
+    )
+    await kube.ensure(token_config_secret(registry, names, config.to_json()))
+
+
+async def _service_accounts(
+    kube: Kube, secret_name: str, wanted: dict[str, NamespaceAccess], problems: list[str]
+) -> None:
+    """Add our pull Secret to the chosen ServiceAccounts, remove it from the others;
+    entries other people put there are never touched."""
+    async for account in kube.list(SERVICE_ACCOUNT):
+        metadata = account["metadata"]
+        ns, name = metadata["namespace"], metadata["name"]
+        present = any(
+            ref.get("name") == secret_name for ref in account.get("imagePullSecrets") or []
+        )
+        access = wanted.get(ns)
+        should = access is not None and (
+            ALL_SERVICE_ACCOUNTS in access.service_accounts or name in access.service_accounts
+        )
+        if should == present:
+            continue
+        # imagePullSecrets is an atomic list (no strategic merge): rewrite it whole, with
+        # the resourceVersion read, so a concurrent edit by someone else is not lost (a
+        # conflict leaves it to the next pass, which their edit triggers).
+        others = [
+            ref for ref in account.get("imagePullSecrets") or [] if ref.get("name") != secret_name
+        ]
+        entries = [*others, {"name": secret_name}] if should else others
+        patch = {
+            "metadata": {"resourceVersion": metadata["resourceVersion"]},
+            "imagePullSecrets": entries or None,
+        }
+        try:
+            await kube.merge_patch(SERVICE_ACCOUNT, ns, name, patch)
+        except ApiException as error:
+            if error.status not in (404, 409):
+                problems.append(
+                    f"namespace {ns}: ServiceAccount {name}: {error.status} {error.reason}"
+                )
+
+
+async def _publish(kube: Kube, registry: JSON, namespaces: int, last_rotation: str | None) -> None:
+    old = registry.get("status") or {}
+    new: dict[str, Any] = {"accessNamespaces": namespaces}
+    if last_rotation:
+        new["lastCredentialRotation"] = last_rotation
+    changed = {k: v for k, v in new.items() if old.get(k) != v}
+    if changed:
+        metadata = registry["metadata"]
+        await kube.merge_patch(
+            REGISTRY, metadata["namespace"], metadata["name"], {"status": changed}, status=True
+        )
+
+
+async def revoke_everything(kube: Kube, namespace: str, name: str) -> int:
+    """On Registry deletion: every pull Secret copy and ServiceAccount reference goes
+    (they live in other namespaces, where ownerReferences cannot reach)."""
+    removed = 0
+    async for secret in kube.list(SECRET, label_selector=registry_selector(namespace, name)):
+        removed += await kube.delete(
+            SECRET, secret["metadata"]["namespace"], secret["metadata"]["name"]
+        )
+    await _service_accounts(kube, pull_secret_name(namespace, name), {}, [])
+    return removed
+
+
+def robots_for_htpasswd(state_secret: JSON | None) -> list[tuple[str, str]]:
+    """(username, bcrypt hash) of every robot a Htpasswd registry must accept."""
+    text = _decode(state_secret, "robots.json")
+    if not text:
+        return []
+    return [(r.username, r.password_hash) for r in AccessState.from_json(text).robots]
+
+
+__all__ = [
+    "ANNOTATION_ROBOT",
+    "TIMING",
+    "AccessOutcome",
+    "reconcile_access",
+    "revoke_everything",
+    "robots_for_htpasswd",
+]
