@@ -120,3 +120,116 @@ def auth_server(
         )
     except ConfigError as error:
         raise click.ClickException(str(error)) from error
+
+
+@main.command()
+@click.option(
+    "--schedule", "schedule_ref", required=True, metavar="NS/NAME", help="The PruneSchedule."
+)
+@click.option("--dry-run", is_flag=True, help="Plan only: delete nothing, write the plan.")
+@click.option(
+    "--registry-url",
+    metavar="URL",
+    help="Reach the registry here instead of the address in the Registry's status "
+    "(needed outside the cluster).",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="json prints the plan and summary as JSON, and nothing else, on stdout.",
+)
+@click.option("--show-kept", is_flag=True, help="List kept images in the table too.")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
+@click.option("--verbose", "-v", is_flag=True, help="Progress logs on stderr.")
+def prune(
+    schedule_ref: str,
+    dry_run: bool,
+    registry_url: str | None,
+    output: str,
+    show_kept: bool,
+    kubeconfig: str | None,
+    verbose: bool,
+) -> None:
+    """Run a PruneSchedule once: delete old images that nothing in the cluster uses.
+
+    Exits 1 when the run failed or was aborted (in which case nothing was deleted)."""
+    import asyncio
+    import json
+    import logging
+    import signal
+
+    from rich.console import Console
+
+    from berth.k8s.api import Kube
+    from berth.observability import REDACTOR
+    from berth.prune.report import ProgressBar, kept_table, plan_table, summary_table
+    from berth.reconcile.pruneschedule import RunOutcome, RunProblem, run_schedule
+
+    namespace, _, name = schedule_ref.partition("/")
+    if not namespace or not name or "/" in name:
+        raise click.UsageError("--schedule takes NAMESPACE/NAME")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(REDACTOR)
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[handler],
+    )
+    stdout = Console()
+    # The bar goes where a person looks; JSON on stdout stays clean.
+    bar_console = Console(stderr=True) if output == "json" else stdout
+    show_bar = bar_console.is_terminal and sys.stdout.isatty()
+
+    async def run() -> RunOutcome:
+        task = asyncio.current_task()
+        assert task is not None
+        # SIGTERM (the Job's deadline, a node drain) cancels the run, so that storage GC's
+        # `finally` restores read-write before the process ends.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        kube = Kube.from_environment(kubeconfig)
+        try:
+            if show_bar:
+                with ProgressBar(bar_console) as bar:
+                    return await run_schedule(
+                        kube,
+                        namespace,
+                        name,
+                        dry_run=dry_run,
+                        registry_url=registry_url,
+                        progress=bar,
+                    )
+            return await run_schedule(
+                kube, namespace, name, dry_run=dry_run, registry_url=registry_url
+            )
+        finally:
+            kube.close()
+
+    try:
+        outcome = asyncio.run(run())
+    except RunProblem as problem:
+        raise click.ClickException(str(problem)) from problem
+    if output == "json":
+        click.echo(json.dumps(outcome.to_json(), indent=2, sort_keys=True))
+    else:
+        report = outcome.report
+        if report is not None and report.plan is not None:
+            stdout.print(plan_table(report.entries(), show_kept=show_kept))
+            if not show_kept:
+                stdout.print(kept_table(report.entries()))
+            stdout.print(summary_table(outcome.last_run))
+        for error in outcome.last_run.get("errors") or []:
+            stdout.print(f"[red]error:[/red] {error}", highlight=False)
+        stdout.print(
+            f"{outcome.condition.reason}: {outcome.condition.message}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if not outcome.succeeded:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -18,6 +18,7 @@ from berth.handlers.settings import DRIFT_INTERVAL, Memo
 from berth.reconcile import access
 from berth.reconcile import registry as reconcile
 from berth.resources.access import LABEL_REGISTRY, LABEL_REGISTRY_NAMESPACE
+from berth.resources.registry import RegistryNames
 
 REGISTRIES = (GROUP, VERSION, REGISTRY_PLURAL)
 # Every kind a Registry owns; an edit or deletion of one by hand is drift to correct.
@@ -87,6 +88,13 @@ async def _child_event(
     owner = _owner(body)
     if owner is not None:
         memo.registry_debouncer.request(namespace, owner)
+        names = RegistryNames(owner)
+        if (body.get("kind"), body.get("metadata", {}).get("name")) in (
+            ("Secret", names.admin),
+            ("Service", names.service),
+        ):
+            # The access pass reads the admin credential and the Service's cluster IP.
+            memo.access_debouncer.request(namespace, owner)
     labels = body.get("metadata", {}).get("labels") or {}
     if LABEL_REGISTRY in labels and LABEL_REGISTRY_NAMESPACE in labels:  # a pull Secret
         memo.access_debouncer.request(labels[LABEL_REGISTRY_NAMESPACE], labels[LABEL_REGISTRY])
@@ -105,7 +113,9 @@ async def namespace_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
         _request_access_everywhere(memo)
 
 
-@kopf.on.event("", "v1", "serviceaccounts")
+# Not ours: Berth creates ServiceAccounts of its own with every Registry, and those
+# never need a pull Secret; reacting to them would make every creation a storm.
+@kopf.on.event("", "v1", "serviceaccounts", labels={LABEL_MANAGED_BY: kopf.ABSENT})
 async def service_account_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     """A new ServiceAccount (e.g. `default` in a new namespace) may need our pull Secret."""
     if event.get("type") == "ADDED":
