@@ -20,7 +20,12 @@ def main() -> None:
 @click.option("--namespace", "-n", "namespaces", multiple=True, help="Serve only these.")
 @click.option("--all-namespaces", "-A", is_flag=True, help="Serve every namespace.")
 @click.option("--standalone", is_flag=True, help="No peering: assume a single instance.")
-@click.option("--peering", default="berth", show_default=True, help="Peering object name.")
+@click.option(
+    "--peering",
+    default=None,
+    help="kopf peering object to coordinate replicas (needs kopf's peering CRDs); "
+    "by default kopf's own detection.",
+)
 @click.option("--liveness", default="http://0.0.0.0:8080/healthz", show_default=True)
 @click.option("--metrics-port", default=8081, show_default=True, type=int)
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
@@ -29,7 +34,7 @@ def operator(
     namespaces: tuple[str, ...],
     all_namespaces: bool,
     standalone: bool,
-    peering: str,
+    peering: str | None,
     liveness: str,
     metrics_port: int,
     kubeconfig: str | None,

@@ -32,7 +32,7 @@ async def operate(
     ready_flag: asyncio.Event | threading.Event | None = None,
 ) -> None:
     # Importing the handler modules registers them with kopf's default registry.
-    from berth.handlers import registry, settings  # noqa: F401
+    from berth.handlers import pruneschedule, registry, settings  # noqa: F401
 
     await kopf.operator(
         clusterwide=not namespaces,
@@ -50,7 +50,7 @@ def run_operator(
     *,
     namespaces: list[str],
     standalone: bool,
-    peering: str,
+    peering: str | None,
     liveness: str | None,
     metrics_port: int,
     kubeconfig: str | None,
