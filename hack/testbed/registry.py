@@ -31,6 +31,13 @@ class HtpasswdAuth:
 
 
 @dataclass(frozen=True)
+class HtpasswdFile:
+    """Basic auth from an existing htpasswd file (e.g. one an operator rendered)."""
+
+    content: str
+
+
+@dataclass(frozen=True)
 class TokenAuth:
     """Docker token auth: the registry trusts JWTs signed by `rootcert_pem`'s key."""
 
@@ -43,7 +50,7 @@ class TokenAuth:
 @dataclass
 class LocalRegistry:
     workdir: Path
-    auth: HtpasswdAuth | TokenAuth | None = None
+    auth: HtpasswdAuth | HtpasswdFile | TokenAuth | None = None
     read_only: bool = False
     notifications: list[dict[str, object]] = field(default_factory=list)
     # `catalog.maxentries`: the largest `n` the catalog accepts (distribution's default 1000).
@@ -100,10 +107,12 @@ class LocalRegistry:
                 "headers": {"X-Content-Type-Options": ["nosniff"]},
             },
         }
-        if isinstance(self.auth, HtpasswdAuth):
+        if isinstance(self.auth, HtpasswdAuth | HtpasswdFile):
             htpasswd = self.workdir / "htpasswd"
             htpasswd.write_text(
-                "".join(
+                self.auth.content
+                if isinstance(self.auth, HtpasswdFile)
+                else "".join(
                     f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(5)).decode()}\n"
                     for user, password in self.auth.users.items()
                 )
@@ -147,7 +156,12 @@ class LocalRegistry:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        wait_for(f"registry at {self.url}", self._answers, timeout, interval=0.1)
+        try:
+            wait_for(f"registry at {self.url}", self._answers, timeout, interval=0.1)
+        except ClusterError as error:
+            raise ClusterError(
+                f"{error}\n{self.config_path.read_text()}\n{self.log_path.read_text()[-2000:]}"
+            ) from None
 
     def _answers(self) -> bool:
         if self.process is not None and self.process.poll() is not None:

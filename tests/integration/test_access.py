@@ -32,7 +32,7 @@ from berth.reconcile import access
 from berth.registry.client import RegistryClient, RegistryError
 from testbed.cluster import wait_for
 from testbed.images import Pusher, PushError, random_image
-from testbed.registry import LocalRegistry, TokenAuth
+from testbed.registry import HtpasswdFile, LocalRegistry, TokenAuth
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -388,6 +388,79 @@ async def test_deleting_the_registry_removes_every_copy(bed: Bed) -> None:
 def _crb_exists(api: client.ApiClient, name: str) -> bool:
     try:
         client.RbacAuthorizationV1Api(api).read_cluster_role_binding(name)
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
+
+
+async def test_htpasswd_mode_robots_log_in_and_changes_roll_the_pods(
+    api_client: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    label = f"access.berth.dev/{uuid.uuid4().hex[:8]}"
+    spec = {
+        "storage": {"emptyDir": {}},
+        "tls": {"mode": "Disabled"},
+        "auth": {"mode": "Htpasswd"},
+        "access": [{"namespaceSelector": {"matchLabels": {label: "push"}}, "permission": "push"}],
+    }
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Registry", "metadata": {"name": "basic"}}
+    client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "registries", {**body, "spec": spec}
+    )
+    core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+    secret_name = f"berth-{namespace}-basic"
+
+    def checksum() -> str:
+        deployment = apps.read_namespaced_deployment("basic", namespace)
+        return str(deployment.spec.template.metadata.annotations["berth.dev/config-checksum"])
+
+    await eventually("the Deployment", lambda: _has_deployment(api_client, namespace), 20)
+    before = checksum()
+    team = _make_namespace(api_client, {label: "push"})
+    try:
+        await eventually(
+            "the pull Secret", lambda: _secret_exists(api_client, secret_name, team), 20
+        )
+        username, password = access.credential_of(
+            {"data": core.read_namespaced_secret(secret_name, team).data}
+        ) or ("", "")
+
+        def htpasswd_has_robot() -> bool:
+            data = core.read_namespaced_secret("basic-secrets", namespace).data
+            return f"{username}:" in base64.b64decode(data["htpasswd"]).decode()
+
+        await eventually("the robot in htpasswd", htpasswd_has_robot, 20)
+        await eventually("a rolling restart", lambda: checksum() != before, 20)
+
+        # The very htpasswd file the Pods mount, served by the real registry.
+        htpasswd = base64.b64decode(
+            core.read_namespaced_secret("basic-secrets", namespace).data["htpasswd"]
+        ).decode()
+        registry = LocalRegistry(tmp_path / "registry", auth=HtpasswdFile(htpasswd))
+        await asyncio.to_thread(registry.start)
+        try:
+            await _push(
+                Bed(api_client, namespace, label, team, team, team, registry),
+                (username, password),
+                f"{team}/app",
+            )
+            with pytest.raises(PushError):
+                await _push(
+                    Bed(api_client, namespace, label, team, team, team, registry),
+                    (username, "wrong"),
+                    f"{team}/app",
+                )
+        finally:
+            registry.stop()
+    finally:
+        core.delete_namespace(team)
+
+
+def _has_deployment(api: client.ApiClient, namespace: str) -> bool:
+    try:
+        client.AppsV1Api(api).read_namespaced_deployment("basic", namespace)
     except ApiException as error:
         if error.status == 404:
             return False
