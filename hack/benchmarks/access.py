@@ -16,10 +16,10 @@ from pathlib import Path
 
 import yaml
 from kubernetes import client, config
-from testbed.cluster import wait_for
-from testbed.testbin import REPO_ROOT
 
 from benchmarks.support import cluster, operator
+from testbed.cluster import wait_for
+from testbed.testbin import REPO_ROOT
 
 SAMPLE = yaml.safe_load((REPO_ROOT / "manifests/samples/registry.yaml").read_text())
 SECRET = "berth-registry-system-registry"
@@ -41,20 +41,27 @@ def main() -> None:
                 {"apiVersion": "berth.dev/v1alpha1", "kind": "Registry",
                  "metadata": {"name": "registry"}, "spec": SAMPLE["spec"]},
             )  # fmt: skip
+            config_secret = "metadata.name=registry-auth-config"
             wait_for(
                 "the Registry's token server config",
-                lambda: bool(core.list_namespaced_secret("registry-system", field_selector="metadata.name=registry-auth-config").items),
+                lambda: bool(
+                    core.list_namespaced_secret(
+                        "registry-system", field_selector=config_secret
+                    ).items
+                ),
                 120,
-            )  # fmt: skip
+            )
             time.sleep(5)
             writes_before = berth.metric("berth_api_writes_total")
             started = time.monotonic()
             labels = {"berth.dev/registry": "push"}
+
+            def create(index: int) -> None:
+                name = f"team-{index:04d}"
+                core.create_namespace({"metadata": {"name": name, "labels": labels}})
+
             with ThreadPoolExecutor(8) as pool:
-                list(pool.map(
-                    lambda i: core.create_namespace({"metadata": {"name": f"team-{i:04d}", "labels": labels}}),
-                    range(args.namespaces),
-                ))  # fmt: skip
+                list(pool.map(create, range(args.namespaces)))
             created = time.monotonic() - started
 
             def converged() -> bool:
@@ -77,7 +84,8 @@ def main() -> None:
             writes = berth.metric("berth_api_writes_total") - writes_before
             print(f"{args.namespaces} namespaces created in {created:.1f}s (by the benchmark)")
             print(
-                f"all served (Secret + default ServiceAccount reference) {elapsed:.1f}s after the first was created"
+                "all served (Secret + default ServiceAccount reference) "
+                f"{elapsed:.1f}s after the first was created"
             )
             print(f"write calls: {writes:.0f} ({writes / args.namespaces:.2f} per namespace)")
             for labels_, value in sorted(berth.samples("berth_api_writes_total").items()):
@@ -85,12 +93,10 @@ def main() -> None:
             time.sleep(30)
             quiet_before = berth.metric("berth_api_writes_total")
             time.sleep(args.quiet_seconds)
-            print(
-                f"steady state over {args.quiet_seconds:.0f}s: {berth.metric('berth_api_writes_total') - quiet_before:.0f} write calls"
-            )
-            print(
-                f"operator resident memory serving {args.namespaces} namespaces: {berth.rss_mb():.0f} MB"
-            )
+            quiet = berth.metric("berth_api_writes_total") - quiet_before
+            print(f"steady state over {args.quiet_seconds:.0f}s: {quiet:.0f} write calls")
+            memory = berth.rss_mb()
+            print(f"operator resident memory serving {args.namespaces} namespaces: {memory:.0f} MB")
 
 
 if __name__ == "__main__":
