@@ -250,13 +250,17 @@ async def _reconcile(kube: Kube, registry: JSON, spec: RegistrySpec) -> AccessOu
         by_namespace: dict[str, list[RobotRecord]] = {}
         for robot in state.robots:
             by_namespace.setdefault(robot.namespace, []).append(robot)
-        kept: list[RobotRecord] = []
-        for ns in wanted:
-            robots = by_namespace.pop(ns, [])
-            kept += await _namespace_robots(
-                kube, rns, rname, ns, robots, live_secrets.get(ns), hosts, period, rotate_all,
-                now, state, live_secrets, problems,
-            )  # fmt: skip
+        # Namespaces are independent: in parallel (the Kube pool bounds the fan-out).
+        per_namespace = await asyncio.gather(
+            *(
+                _namespace_robots(
+                    kube, rns, rname, ns, by_namespace.pop(ns, []), live_secrets.get(ns), hosts,
+                    period, rotate_all, now, state, live_secrets, problems,
+                )
+                for ns in wanted
+            )
+        )  # fmt: skip
+        kept = [robot for robots in per_namespace for robot in robots]
         # Robots of namespaces that left every grant are revoked at once.
         state.robots = kept
         if rotate_all:
@@ -465,6 +469,7 @@ async def _service_accounts(
 ) -> None:
     """Add our pull Secret to the chosen ServiceAccounts, remove it from the others;
     entries other people put there are never touched."""
+    changes = []
     async for account in kube.list(SERVICE_ACCOUNT):
         metadata = account["metadata"]
         ns, name = metadata["namespace"], metadata["name"]
@@ -475,8 +480,12 @@ async def _service_accounts(
         should = access is not None and (
             ALL_SERVICE_ACCOUNTS in access.service_accounts or name in access.service_accounts
         )
-        if should == present:
-            continue
+        if should != present:
+            changes.append((account, should))
+
+    async def change(account: JSON, should: bool) -> None:
+        metadata = account["metadata"]
+        ns, name = metadata["namespace"], metadata["name"]
         # imagePullSecrets is an atomic list (no strategic merge): rewrite it whole, with
         # the resourceVersion read, so a concurrent edit by someone else is not lost (a
         # conflict leaves it to the next pass, which their edit triggers).
@@ -495,6 +504,8 @@ async def _service_accounts(
                 problems.append(
                     f"namespace {ns}: ServiceAccount {name}: {error.status} {error.reason}"
                 )
+
+    await asyncio.gather(*(change(account, should) for account, should in changes))
 
 
 async def _publish(kube: Kube, registry: JSON, namespaces: int, last_rotation: str | None) -> None:

@@ -70,6 +70,9 @@ ROUTE: Final = KINDS[("route.openshift.io/v1", "Route")]
 NETWORK_POLICY: Final = KINDS[("networking.k8s.io/v1", "NetworkPolicy")]
 STORAGE_CLASS: Final = KINDS[("storage.k8s.io/v1", "StorageClass")]
 CLUSTER_ROLE_BINDING: Final = KINDS[("rbac.authorization.k8s.io/v1", "ClusterRoleBinding")]
+FOUNDATION_KINDS: Final = frozenset(
+    {"ServiceAccount", "ConfigMap", "Secret", "PersistentVolumeClaim", "Certificate"}
+)
 ROUTE_API: Final = "route.openshift.io/v1"
 # The token server runs the operator's own image; the install sets this to its image.
 OPERATOR_IMAGE: Final = os.environ.get("BERTH_OPERATOR_IMAGE", DEFAULT_OPERATOR_IMAGE)
@@ -387,7 +390,9 @@ async def _managed(kube: Kube, registry: JSON, spec: RegistrySpec) -> Outcome:
     children = desired_children(inputs)
     if spec.auth.mode is AuthMode.TOKEN:
         children += tokenserver.token_server_children(inputs, OPERATOR_IMAGE)
-    for child in children:
+
+    async def ensure(child: JSON) -> None:
+        nonlocal writes
         try:
             written, state = await kube.ensure(child)
         except ApiException as error:
@@ -396,6 +401,13 @@ async def _managed(kube: Kube, registry: JSON, spec: RegistrySpec) -> Outcome:
             raise
         writes += written
         live[(child["kind"], child["metadata"]["name"])] = state
+
+    # What Pods need to start (ServiceAccounts, config, Secrets, claims) goes first, so
+    # that no ReplicaSet backs off on a missing ServiceAccount; within a stage, in parallel.
+    foundation = [c for c in children if c["kind"] in FOUNDATION_KINDS]
+    rest = [c for c in children if c["kind"] not in FOUNDATION_KINDS]
+    for stage in (foundation, rest):
+        await asyncio.gather(*(ensure(child) for child in stage))
     writes += await _delete_stale(kube, namespace, names, inputs, openshift)
     outcome = await _observe(kube, inputs, live)
     outcome.writes = writes
