@@ -5,12 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import threading
 
 import kopf
 from prometheus_client import start_http_server
 
 from berth.observability import REDACTOR
+
+# Watch handlers that run for every ServiceAccount, Namespace and child event: their
+# "succeeded" lines would flood the log (one per object at start-up) and say nothing.
+_QUIET_HANDLERS = re.compile(
+    r"^Handler '(namespace_event|service_account_event|_child_event)' (succeeded|is invoked)"
+)
+
+
+class _QuietWatchHandlers(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or not _QUIET_HANDLERS.match(record.getMessage())
 
 
 def configure_logging(verbose: bool) -> None:
@@ -20,6 +32,8 @@ def configure_logging(verbose: bool) -> None:
     for handler in logging.getLogger().handlers:
         handler.addFilter(REDACTOR)
     logging.getLogger("kopf.objects").addFilter(REDACTOR)
+    if not verbose:
+        logging.getLogger("kopf.objects").addFilter(_QuietWatchHandlers())
 
 
 async def operate(
