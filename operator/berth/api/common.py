@@ -8,6 +8,7 @@ only the regular-expression syntax that Go's RE2 and pydantic's Rust engine shar
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -93,8 +94,10 @@ def is_cron_schedule(text: str) -> bool:
     return re.fullmatch(CRON_PATTERN, text) is not None
 
 
+@functools.lru_cache(maxsize=4096)
 def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """A compiled regex for a repository or tag glob.
+    """A compiled regex for a repository or tag glob, the one grammar every part of Berth
+    uses (grants, token scopes, retention, prune scopes).
 
     `*` matches within one path segment, `**` as a whole segment matches any number of
     segments: `team/**` matches `team/app` and `team/a/b` (not `team`), `**/app` matches
@@ -105,7 +108,8 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
     for index, segment in enumerate(segments):
         last = index == len(segments) - 1
         if segment == "**":
-            parts.append(".*" if last else "(?:[^/]+/)*")
+            # Last, it must match something, so "team/**" never covers "team/".
+            parts.append(".+" if last else "(?:[^/]+/)*")
         else:
             parts.append(re.escape(segment).replace(r"\*", "[^/]*") + ("" if last else "/"))
     return re.compile("".join(parts))

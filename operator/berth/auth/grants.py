@@ -5,18 +5,17 @@ which repositories (globs) allow which actions. The token lists, per requested s
 only the actions both ask for and allow; a scope nothing allows is left out, and the
 registry then refuses the request itself.
 
-This module repeats the glob grammar of `berth.api.common` instead of importing it: the
-token server runs from a JSON file and must not depend on the API models (the unit tests
-check that both grammars agree).
+Repository globs follow `berth.api.common.glob_to_regex`, the grammar the API documents.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
+
+from berth.api.common import glob_match
 
 Action = Literal["pull", "push", "delete"]
 # Canonical order of actions in a token: the order clients and the registry print them.
@@ -39,31 +38,6 @@ REPOSITORY_GLOB: Final = re.compile(rf"{_GLOB_SEGMENT}(?:/{_GLOB_SEGMENT})*")
 
 class ScopeError(ValueError):
     """A scope parameter that does not follow `type:name:action[,action...]`."""
-
-
-@functools.lru_cache(maxsize=4096)
-def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """A compiled regex for a repository glob.
-
-    `*` matches within one path segment; `**` as a whole segment matches any number of
-    segments: `team/**` matches `team/app` and `team/a/b` but not `team` itself,
-    `**/app` matches `app` and `x/y/app`, and `**` alone matches every name.
-    """
-    segments = pattern.split("/")
-    parts: list[str] = []
-    for index, segment in enumerate(segments):
-        last = index == len(segments) - 1
-        if segment == "**":
-            # as the last segment it must match at least one character, so that
-            # "team/**" never covers "team" through an empty trailing segment
-            parts.append(".+" if last else "(?:[^/]+/)*")
-        else:
-            parts.append(re.escape(segment).replace(r"\*", "[^/]*") + ("" if last else "/"))
-    return re.compile("".join(parts))
-
-
-def glob_match(pattern: str, name: str) -> bool:
-    return glob_to_regex(pattern).fullmatch(name) is not None
 
 
 def expand_namespace(pattern: str, namespace: str | None) -> str:

@@ -23,13 +23,13 @@ depth); repositories not selected are left alone entirely.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from functools import lru_cache
 from typing import Final, Protocol
+
+from berth.api.common import glob_match
 
 # A digest in a reason is shortened to this many hex characters.
 _SHORT_HEX: Final = 12
@@ -82,34 +82,12 @@ class InventoryRepository:
     manifests: dict[str, InventoryManifest] = field(default_factory=dict)
 
 
-def _glob_regex(pattern: str, *, path: bool) -> re.Pattern[str]:
-    """Repository globs (`path=True`): `*` within one segment, a `**` segment any number of
-    segments (`team/**` is everything under team/, `**/app` includes `app`). Tag globs:
-    `*` is any run of characters."""
-    if not path:
-        return re.compile(".*".join(re.escape(part) for part in pattern.split("*")))
-    segments = pattern.split("/")
-    parts: list[str] = []
-    for index, segment in enumerate(segments):
-        last = index == len(segments) - 1
-        if segment == "**":
-            parts.append(".*" if last else "(?:[^/]+/)*")
-        else:
-            parts.append(re.escape(segment).replace(r"\*", "[^/]*") + ("" if last else "/"))
-    return re.compile("".join(parts))
-
-
-@lru_cache(maxsize=512)
-def _compiled(pattern: str, path: bool) -> re.Pattern[str]:
-    return _glob_regex(pattern, path=path)
-
-
 def repository_glob_matches(pattern: str, repository: str) -> bool:
-    return _compiled(pattern, True).fullmatch(repository) is not None
+    return glob_match(pattern, repository)
 
 
 def tag_glob_matches(pattern: str, tag: str) -> bool:
-    return _compiled(pattern, False).fullmatch(tag) is not None
+    return glob_match(pattern, tag)  # tags have no "/": `*` is any run of characters
 
 
 @dataclass(frozen=True)
