@@ -71,6 +71,7 @@ async def registry_deleted(namespace: str | None, name: str, memo: Any, **_: Any
     await access.revoke_everything(memo.kube, namespace, name)
     await reconcile.delete_cluster_children(memo.kube, namespace, name)
     reconcile.forget(namespace, name)
+    access.forget(namespace, name)
 
 
 def _owner(body: kopf.Body) -> str | None:

@@ -22,8 +22,6 @@ import hashlib
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
@@ -38,6 +36,7 @@ from berth.k8s.api import JSON, ApiException, Kube
 from berth.k8s.events import post_event
 from berth.k8s.kinds import KINDS
 from berth.observability import REDACTOR
+from berth.reconcile.locks import ObjectLocks
 from berth.reconcile.unmanaged import SecretProblem, credentials_from_secret
 from berth.resources.access import (
     ALL_SERVICE_ACCOUNTS,
@@ -170,14 +169,11 @@ async def _new_robot(namespace: str, phase: str, now: datetime.datetime) -> tupl
     return record, password
 
 
-_locks: dict[tuple[str, str], asyncio.Lock] = {}
+_locks = ObjectLocks()
 
 
-@asynccontextmanager
-async def _exclusive(namespace: str, name: str) -> AsyncIterator[None]:
-    lock = _locks.setdefault((namespace, name), asyncio.Lock())
-    async with lock:
-        yield
+def forget(namespace: str, name: str) -> None:
+    _locks.forget(namespace, name)
 
 
 async def registry_hosts(kube: Kube, registry: JSON, spec: RegistrySpec) -> list[str]:
@@ -203,7 +199,7 @@ async def registry_hosts(kube: Kube, registry: JSON, spec: RegistrySpec) -> list
 
 
 async def reconcile_access(kube: Kube, namespace: str, name: str) -> AccessOutcome | None:
-    async with _exclusive(namespace, name):
+    async with _locks.hold(namespace, name):
         registry = await kube.get(REGISTRY, namespace, name)
         if registry is None or registry["metadata"].get("deletionTimestamp"):
             return None

@@ -16,8 +16,6 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -44,6 +42,7 @@ from berth.k8s.kinds import KINDS
 from berth.observability import RECONCILE_SECONDS, RECONCILES, REDACTOR
 from berth.reconcile.access import robots_for_htpasswd, state_secret_name
 from berth.reconcile.conditions import Cond, find, merge_conditions
+from berth.reconcile.locks import ObjectLocks
 from berth.reconcile.unmanaged import probe_external
 from berth.resources import tokenserver
 from berth.resources.registry import (
@@ -99,27 +98,17 @@ class Outcome:
         return next(c for c in self.conditions if c.type == READY)
 
 
-_locks: dict[tuple[str, str], asyncio.Lock] = {}
-
-
-@asynccontextmanager
-async def _exclusive(namespace: str, name: str) -> AsyncIterator[None]:
-    lock = _locks.setdefault((namespace, name), asyncio.Lock())
-    async with lock:
-        yield
+_locks = ObjectLocks()
 
 
 def forget(namespace: str, name: str) -> None:
-    """Drop the lock of a deleted Registry (kept otherwise: a few bytes per object)."""
-    lock = _locks.get((namespace, name))
-    if lock is not None and not lock.locked():
-        del _locks[(namespace, name)]
+    _locks.forget(namespace, name)
 
 
 async def reconcile_registry(kube: Kube, namespace: str, name: str) -> Outcome | None:
     """One pass for one Registry; None when it is gone or being deleted."""
     started = time.monotonic()
-    async with _exclusive(namespace, name):
+    async with _locks.hold(namespace, name):
         registry = await kube.get(REGISTRY, namespace, name)
         if registry is None or registry["metadata"].get("deletionTimestamp"):
             return None
