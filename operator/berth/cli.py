@@ -168,7 +168,7 @@ def prune(
 
     from rich.console import Console
 
-    from berth.k8s.api import Kube
+    from berth.k8s.api import ApiException, Kube
     from berth.observability import REDACTOR
     from berth.prune.report import ProgressBar, kept_table, plan_table, summary_table
     from berth.reconcile.pruneschedule import RunOutcome, RunProblem, run_schedule
@@ -216,6 +216,10 @@ def prune(
         outcome = asyncio.run(run())
     except RunProblem as problem:
         raise click.ClickException(str(problem)) from problem
+    except ApiException as error:
+        raise click.ClickException(
+            f"the API server refused: {error.status} {error.reason}"
+        ) from error
     if output == "json":
         click.echo(json.dumps(outcome.to_json(), indent=2, sort_keys=True))
     else:
@@ -225,8 +229,8 @@ def prune(
             if not show_kept:
                 stdout.print(kept_table(report.entries()))
             stdout.print(summary_table(outcome.last_run))
-        for error in outcome.last_run.get("errors") or []:
-            stdout.print(f"[red]error:[/red] {error}", highlight=False)
+        for message in outcome.last_run.get("errors") or []:
+            stdout.print(f"[red]error:[/red] {message}", highlight=False)
         stdout.print(
             f"{outcome.condition.reason}: {outcome.condition.message}",
             highlight=False,

@@ -1,0 +1,738 @@
+"""PruneSchedules: the reconciler that keeps their CronJob and RBAC in place, and the
+entry point of one run (`berth prune`), which reports into the same status.
+
+Reconcile pass (operator):
+    read the schedule -> check what admission cannot (the Registry exists, the
+    repositories reach the schedule's namespace) -> apply the children that differ ->
+    remove the ones a changed registryRef left behind -> Ready
+
+Run (`berth prune --schedule ns/name`, in the CronJob's Pod or by hand):
+    read the schedule and its Registry -> URL, credentials, CA, host names ->
+    berth.prune.run.execute -> status.lastRun, status.plan, LastRunSucceeded, an Event
+
+The two write different parts of status; each write is a read-modify-write with the
+object's resourceVersion as precondition, so neither drops the other's conditions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import datetime
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import urlsplit
+
+from kubernetes import client as k8s_client
+from pydantic import ValidationError
+
+from berth.api.common import expand_namespace, glob_to_regex, parse_duration
+from berth.api.pruneschedule import (
+    ERRORS_LIMIT,
+    PLAN_LIMIT,
+    PruneScheduleConditionType,
+    PruneScheduleSpec,
+)
+from berth.api.registry import AuthMode, ManagementState, RegistrySpec, TLSMode
+from berth.constants import API_VERSION, PRUNE_SCHEDULE_KIND, REGISTRY_KIND
+from berth.k8s.api import JSON, ApiException, Kube
+from berth.k8s.events import post_event
+from berth.k8s.kinds import KINDS
+from berth.observability import RECONCILE_SECONDS, RECONCILES, REDACTOR
+from berth.prune.gc import GCTimeouts, skip_reason
+from berth.prune.retention import Action, RetentionRules
+from berth.prune.run import (
+    Progress,
+    PruneRequest,
+    RegistryAccess,
+    RunReport,
+    ScopedSelection,
+    execute,
+)
+from berth.reconcile.conditions import Cond, find, merge_conditions, now_rfc3339
+from berth.reconcile.locks import ObjectLocks
+from berth.reconcile.unmanaged import SecretProblem, credentials_from_secret
+from berth.resources.pruneschedule import (
+    PruneInputs,
+    PruneNames,
+    desired_children,
+    gc_storage,
+    operator_image,
+    unowned_children,
+    unowned_selector,
+)
+from berth.resources.registry import RegistryNames, service_hosts
+
+logger = logging.getLogger(__name__)
+
+PRUNE_SCHEDULE: Final = KINDS[(API_VERSION, PRUNE_SCHEDULE_KIND)]
+REGISTRY: Final = KINDS[(API_VERSION, REGISTRY_KIND)]
+SECRET: Final = KINDS[("v1", "Secret")]
+CONFIG_MAP: Final = KINDS[("v1", "ConfigMap")]
+SERVICE: Final = KINDS[("v1", "Service")]
+ROLE: Final = KINDS[("rbac.authorization.k8s.io/v1", "Role")]
+ROLE_BINDING: Final = KINDS[("rbac.authorization.k8s.io/v1", "RoleBinding")]
+CLUSTER_ROLE: Final = KINDS[("rbac.authorization.k8s.io/v1", "ClusterRole")]
+CLUSTER_ROLE_BINDING: Final = KINDS[("rbac.authorization.k8s.io/v1", "ClusterRoleBinding")]
+ROUTE_API: Final = "route.openshift.io/v1"
+STATUS_WRITE_ATTEMPTS: Final = 5
+
+READY = PruneScheduleConditionType.READY.value
+LAST_RUN_SUCCEEDED = PruneScheduleConditionType.LAST_RUN_SUCCEEDED.value
+
+
+class InvalidSpec(Exception):
+    """The spec passed admission but cannot work; the message says why, for people."""
+
+
+@dataclass
+class Outcome:
+    conditions: list[Cond]
+    writes: int = 0  # child writes this pass made
+
+    @property
+    def ready(self) -> Cond:
+        return next(c for c in self.conditions if c.type == READY)
+
+
+_locks = ObjectLocks()
+
+
+def forget(namespace: str, name: str) -> None:
+    _locks.forget(namespace, name)
+
+
+def _validation_message(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    return f"spec.{where}: {first.get('msg')}" if where else str(first.get("msg"))
+
+
+def registry_namespace(schedule: JSON, spec: PruneScheduleSpec) -> str:
+    return spec.registry_ref.namespace or str(schedule["metadata"]["namespace"])
+
+
+def reaches_namespace(pattern: str, namespace: str) -> bool:
+    """Whether a repository glob can match anything under `<namespace>/`."""
+    segments = pattern.split("/")
+    if segments[0] == "**":
+        return True
+    if len(segments) == 1:
+        return False  # one segment names a top-level repository, never `<ns>/...`
+    return glob_to_regex(segments[0]).fullmatch(namespace) is not None
+
+
+def _check_scope(schedule_namespace: str, spec: PruneScheduleSpec, cross: bool) -> None:
+    if not cross:
+        return
+    include = [expand_namespace(p, schedule_namespace) for p in spec.repositories.include]
+    if not any(reaches_namespace(p, schedule_namespace) for p in include):
+        raise InvalidSpec(
+            "spec.repositories.include: a schedule outside the Registry's namespace only "
+            f"reaches repositories under {schedule_namespace}/, and none of "
+            f"{', '.join(include)} can match one"
+        )
+
+
+# -- the reconciler ------------------------------------------------------------------------
+
+
+async def reconcile_prune_schedule(kube: Kube, namespace: str, name: str) -> Outcome | None:
+    """One pass for one PruneSchedule; None when it is gone or being deleted."""
+    started = asyncio.get_running_loop().time()
+    async with _locks.hold(namespace, name):
+        schedule = await kube.get(PRUNE_SCHEDULE, namespace, name)
+        if schedule is None or schedule["metadata"].get("deletionTimestamp"):
+            return None
+        try:
+            outcome = await _reconcile(kube, schedule)
+        except Exception:
+            RECONCILES.labels(PRUNE_SCHEDULE_KIND, "error").inc()
+            raise
+        finally:
+            RECONCILE_SECONDS.labels(PRUNE_SCHEDULE_KIND).observe(
+                asyncio.get_running_loop().time() - started
+            )
+        RECONCILES.labels(PRUNE_SCHEDULE_KIND, "ok" if outcome.ready.status else "not-ready").inc()
+        return outcome
+
+
+async def _reconcile(kube: Kube, schedule: JSON) -> Outcome:
+    if not (schedule.get("status") or {}).get("conditions"):
+        first = [Cond(READY, None, "Reconciling", "Berth is setting up the schedule")]
+        await _publish_conditions(kube, schedule, first)
+    try:
+        spec = PruneScheduleSpec.model_validate(schedule.get("spec") or {})
+        outcome = await _apply(kube, schedule, spec)
+    except ValidationError as error:
+        outcome = Outcome([Cond(READY, False, "InvalidSpec", _validation_message(error))])
+    except InvalidSpec as error:
+        outcome = Outcome([Cond(READY, False, "InvalidSpec", str(error))])
+    await _publish_conditions(kube, schedule, outcome.conditions)
+    return outcome
+
+
+async def _apply(kube: Kube, schedule: JSON, spec: PruneScheduleSpec) -> Outcome:
+    metadata = schedule["metadata"]
+    namespace = metadata["namespace"]
+    registry_ns = registry_namespace(schedule, spec)
+    registry = await kube.get(REGISTRY, registry_ns, spec.registry_ref.name)
+    if registry is None:
+        raise InvalidSpec(
+            f"spec.registryRef: Registry {registry_ns}/{spec.registry_ref.name} does not exist"
+        )
+    try:
+        registry_spec = RegistrySpec.model_validate(registry.get("spec") or {})
+    except ValidationError as error:
+        raise InvalidSpec(
+            f"spec.registryRef: Registry {registry_ns}/{spec.registry_ref.name} has an invalid "
+            f"spec ({_validation_message(error)})"
+        ) from error
+    _check_scope(namespace, spec, registry_ns != namespace)
+    inputs = PruneInputs(
+        owner=schedule,
+        spec=spec,
+        registry_name=spec.registry_ref.name,
+        registry_namespace=registry_ns,
+        registry_spec=registry_spec,
+        image=operator_image(),
+        openshift=await kube.has_api(ROUTE_API),
+    )
+    writes = 0
+    live: dict[str, JSON] = {}
+    for child in [*unowned_children(inputs), *desired_children(inputs)]:
+        try:
+            written, state = await kube.ensure(child)
+        except ApiException as error:
+            if error.status in (400, 422):
+                raise InvalidSpec(_api_message(child, error)) from error
+            raise
+        writes += written
+        live[child["kind"]] = state
+    writes += await _delete_stale_roles(kube, inputs)
+    cron_job = live["CronJob"]
+    names = inputs.names
+    if spec.suspend:
+        ready = Cond(READY, True, "Suspended", "spec.suspend is true: no runs are scheduled")
+    else:
+        zone = f" ({spec.time_zone})" if spec.time_zone else ""
+        ready = Cond(
+            READY,
+            True,
+            "Scheduled",
+            f"CronJob {cron_job['metadata']['name']} runs {spec.schedule!r}{zone} as "
+            f"ServiceAccount {names.service_account}",
+        )
+    return Outcome([ready], writes)
+
+
+def _api_message(child: JSON, error: ApiException) -> str:
+    import json
+
+    try:
+        message = json.loads(error.body or "{}").get("message") or error.reason
+    except ValueError:
+        message = error.reason
+    return f"the API server refused {child['kind']} {child['metadata']['name']}: {message}"
+
+
+async def _delete_stale_roles(kube: Kube, inputs: PruneInputs) -> int:
+    """Roles and RoleBindings left in a namespace the registryRef no longer names."""
+    wanted = {inputs.names.namespace}
+    if inputs.cross_namespace:
+        wanted.add(inputs.registry_namespace)
+    deleted = 0
+    for kind in (ROLE, ROLE_BINDING):
+        async for item in kube.list(kind, None, label_selector=unowned_selector(inputs.names)):
+            item_ns = item["metadata"]["namespace"]
+            if item_ns not in wanted:
+                deleted += await kube.delete(kind, item_ns, item["metadata"]["name"])
+    return deleted
+
+
+async def cleanup(kube: Kube, namespace: str, name: str) -> None:
+    """What the finalizer removes: the children no owner reference reaches."""
+    names = PruneNames(name, namespace)
+    await kube.delete(CLUSTER_ROLE_BINDING, None, names.cluster_role)
+    await kube.delete(CLUSTER_ROLE, None, names.cluster_role)
+    for kind in (ROLE_BINDING, ROLE):
+        async for item in kube.list(kind, None, label_selector=unowned_selector(names)):
+            await kube.delete(kind, item["metadata"]["namespace"], item["metadata"]["name"])
+
+
+# -- status --------------------------------------------------------------------------------
+
+
+async def _patch_status(
+    kube: Kube, schedule: JSON, update: Callable[[JSON, JSON], JSON]
+) -> tuple[JSON, JSON] | None:
+    """Read-modify-write of status. `update(status, object)` returns the new status;
+    unchanged status makes no write. Returns (old, new) status, None when unchanged or
+    the object is gone."""
+    metadata = schedule["metadata"]
+    current: JSON | None = schedule
+    for _ in range(STATUS_WRITE_ATTEMPTS):
+        if current is None:
+            return None
+        old = current.get("status") or {}
+        new = update(old, current)
+        if new == old:
+            return None
+        patch = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]}}
+        try:
+            patched = await kube.merge_patch(
+                PRUNE_SCHEDULE,
+                metadata["namespace"],
+                metadata["name"],
+                {**patch, "status": new},
+                status=True,
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            if error.status != 409:
+                raise
+            current = await kube.get(PRUNE_SCHEDULE, metadata["namespace"], metadata["name"])
+            continue
+        schedule["status"] = patched.get("status", new)
+        schedule["metadata"]["resourceVersion"] = patched["metadata"]["resourceVersion"]
+        return old, new
+    raise RuntimeError(f"status of {metadata['namespace']}/{metadata['name']} kept changing")
+
+
+async def _publish_conditions(kube: Kube, schedule: JSON, conditions: list[Cond]) -> None:
+    """Ready and observedGeneration; an Event when Ready changes its reason."""
+
+    def update(old: JSON, current: JSON) -> JSON:
+        generation = current["metadata"].get("generation")
+        return {
+            **old,
+            "observedGeneration": generation,
+            "conditions": merge_conditions(old.get("conditions"), conditions, generation),
+        }
+
+    changed = await _patch_status(kube, schedule, update)
+    if changed is None:
+        return
+    before, after = find(changed[0].get("conditions"), READY), find(changed[1]["conditions"], READY)
+    reason_changed = after and (before is None or before.get("reason") != after.get("reason"))
+    if reason_changed and after and after["status"] == "False":
+        await post_event(
+            kube, schedule, reason=after["reason"], message=after["message"], warning=True
+        )
+
+
+# -- one run ---------------------------------------------------------------------------
+
+
+class RunProblem(Exception):
+    """The run cannot start: `reason` is a CamelCase word, the message says why."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class RunOutcome:
+    """What `berth prune` prints: the report (None when the run could not start), and
+    the condition it wrote."""
+
+    schedule: str
+    report: RunReport | None
+    condition: Cond
+    last_run: JSON = field(default_factory=dict)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.condition.status is True
+
+    def to_json(self) -> JSON:
+        """`berth prune --output json`: the whole plan (uncapped) and the summary."""
+        report = self.report
+        return {
+            "schedule": self.schedule,
+            "succeeded": self.succeeded,
+            "result": {"reason": self.condition.reason, "message": self.condition.message},
+            "summary": self.last_run,
+            "plan": [
+                {
+                    "repository": entry.repository,
+                    "tag": entry.tag,
+                    "digest": entry.digest,
+                    "action": entry.action.value,
+                    "basis": entry.basis.value,
+                    "reason": entry.reason,
+                }
+                for entry in (report.entries() if report else [])
+            ],
+            "deleted": [list(pair) for pair in report.deleted] if report else [],
+            "notes": list(report.notes) if report else [],
+            "errors": list(report.errors) if report else [self.condition.message],
+        }
+
+
+async def run_schedule(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    *,
+    dry_run: bool = False,
+    registry_url: str | None = None,
+    scan_client: k8s_client.ApiClient | None = None,
+    progress: Progress | None = None,
+    gc_timeouts: GCTimeouts | None = None,
+) -> RunOutcome:
+    """Run the PruneSchedule namespace/name once and record the result in its status.
+
+    `dry_run` plans only, as does spec.dryRun. `registry_url` overrides the address the
+    Registry's status gives (needed outside the cluster). `scan_client` is the API
+    connection the in-use scan uses (kube's by default).
+    """
+    schedule = await kube.get(PRUNE_SCHEDULE, namespace, name)
+    if schedule is None:
+        raise RunProblem("NotFound", f"PruneSchedule {namespace}/{name} does not exist")
+    label = f"{namespace}/{name}"
+    try:
+        spec = PruneScheduleSpec.model_validate(schedule.get("spec") or {})
+        request = await resolve_request(
+            kube, schedule, spec, dry_run=dry_run, registry_url=registry_url
+        )
+    except ValidationError as error:
+        problem = RunProblem("InvalidSpec", _validation_message(error))
+    except (InvalidSpec, ValueError) as error:
+        problem = RunProblem("InvalidSpec", str(error))
+    except RunProblem as error:
+        problem = error
+    else:
+        if gc_timeouts is not None:
+            request = dataclasses.replace(request, gc_timeouts=gc_timeouts)
+        return await _run(kube, schedule, label, request, scan_client, progress)
+    condition = Cond(LAST_RUN_SUCCEEDED, False, problem.reason, f"nothing was done: {problem}")
+    now = now_rfc3339()
+    await _publish_run(kube, schedule, condition, {"lastScheduleTime": now})
+    await post_event(kube, schedule, reason=problem.reason, message=condition.message, warning=True)
+    return RunOutcome(label, None, condition)
+
+
+async def _run(
+    kube: Kube,
+    schedule: JSON,
+    label: str,
+    request: PruneRequest,
+    scan_client: k8s_client.ApiClient | None,
+    progress: Progress | None,
+) -> RunOutcome:
+    started = now_rfc3339()
+    await _publish_run(
+        kube,
+        schedule,
+        Cond(LAST_RUN_SUCCEEDED, None, "Running", f"a run started at {started}"),
+        {"lastScheduleTime": started},
+    )
+    logger.info("pruning %s: registry %s", label, request.access.url)
+    report = await execute(request, kube=kube, scan_client=scan_client, progress=progress)
+    last_run = summary(report)
+    fields: JSON = {"lastRun": last_run, "plan": status_plan(report)}
+    condition = run_condition(report)
+    if report.succeeded:
+        fields["lastSuccessfulTime"] = last_run["completionTime"]
+    try:
+        await _publish_run(kube, schedule, condition, fields)
+    except ApiException as error:
+        # The run is over, whatever happened to its record: say so, and still report.
+        logger.error("could not write the status of %s: %s", label, error)
+        condition = Cond(
+            LAST_RUN_SUCCEEDED,
+            False,
+            "StatusNotWritten",
+            f"{condition.message}; writing status failed: {error.status} {error.reason}",
+        )
+        return RunOutcome(label, report, condition, last_run)
+    await post_event(
+        kube,
+        schedule,
+        reason=condition.reason,
+        message=condition.message,
+        warning=not condition.status,
+    )
+    return RunOutcome(label, report, condition, last_run)
+
+
+async def _publish_run(kube: Kube, schedule: JSON, condition: Cond, fields: JSON) -> None:
+    def update(old: JSON, current: JSON) -> JSON:
+        generation = current["metadata"].get("generation")
+        return {
+            **old,
+            **fields,
+            "conditions": merge_conditions(old.get("conditions"), [condition], generation),
+        }
+
+    await _patch_status(kube, schedule, update)
+
+
+def _rfc3339(moment: datetime.datetime | None) -> str | None:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+
+
+def summary(report: RunReport) -> JSON:
+    """status.lastRun."""
+    the_plan = report.plan
+    manifests = (
+        (the_plan.manifests_deleted if report.dry_run else len(report.deleted)) if the_plan else 0
+    )
+    return {
+        "startTime": _rfc3339(report.started),
+        "completionTime": _rfc3339(report.completed),
+        "dryRun": report.dry_run,
+        "repositories": len(the_plan.repositories) if the_plan else 0,
+        "tagsScanned": the_plan.tags_scanned if the_plan else 0,
+        "tagsDeleted": report.tags_deleted,
+        "manifestsDeleted": manifests,
+        "bytesReclaimed": report.bytes_reclaimed,
+        "keptInUse": the_plan.kept_in_use if the_plan else 0,
+        "keptByRule": the_plan.kept_by_rule if the_plan else 0,
+        "errors": [error[:1024] for error in report.errors[:ERRORS_LIMIT]],
+    }
+
+
+def status_plan(report: RunReport) -> list[JSON]:
+    """status.plan: deletions first, capped at PLAN_LIMIT."""
+    entries = sorted(report.entries(), key=lambda e: e.action is not Action.DELETE)
+    plan: list[JSON] = []
+    for entry in entries[:PLAN_LIMIT]:
+        item: JSON = {
+            "repository": entry.repository,
+            "digest": entry.digest,
+            "action": entry.action.value,
+            "reason": entry.reason[:256],
+        }
+        if entry.tag is not None:
+            item["tag"] = entry.tag
+        plan.append(item)
+    return plan
+
+
+def _size(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{count} B"
+
+
+def run_condition(report: RunReport) -> Cond:
+    """LastRunSucceeded: the outcome in a sentence, with the notes."""
+    the_plan = report.plan
+    if report.failure is not None:
+        return Cond(LAST_RUN_SUCCEEDED, False, report.failure, "; ".join(report.errors))
+    assert the_plan is not None
+    notes = "".join(f"; {note}" for note in report.notes)
+    basis = {
+        "measured": " (measured from the garbage collector's log)",
+        "estimated": " (estimated: blobs of deleted images no kept image shares; upper bound)",
+        "none": "",
+    }[report.bytes_basis]
+    if report.dry_run:
+        text = (
+            f"dry run: would delete {the_plan.manifests_deleted} manifests "
+            f"({the_plan.tags_deleted} tags) of {the_plan.tags_scanned} tags in "
+            f"{len(the_plan.repositories)} repositories, freeing up to "
+            f"{_size(report.bytes_reclaimed)}{basis}{notes}"
+        )
+        return Cond(LAST_RUN_SUCCEEDED, True, "DryRun", text)
+    text = (
+        f"deleted {len(report.deleted)} manifests ({report.tags_deleted} tags) of "
+        f"{the_plan.tags_scanned} tags in {len(the_plan.repositories)} repositories; "
+        f"{_size(report.bytes_reclaimed)} reclaimed{basis}{notes}"
+    )
+    if report.errors:
+        gc_failed = report.gc is not None and bool(report.gc.errors)
+        reason = "GarbageCollectionFailed" if gc_failed else "DeleteFailed"
+        if report.gc is not None and not report.gc.restored:
+            reason = "ReadWriteNotRestored"
+        return Cond(LAST_RUN_SUCCEEDED, False, reason, f"{text}; errors: {report.errors[0]}")
+    return Cond(LAST_RUN_SUCCEEDED, True, "Succeeded", text)
+
+
+# -- resolving the registry ------------------------------------------------------------------
+
+
+def _decode(obj: JSON | None, key: str) -> str | None:
+    value = ((obj or {}).get("data") or {}).get(key)
+    return base64.b64decode(value).decode() if value else None
+
+
+async def resolve_request(
+    kube: Kube,
+    schedule: JSON,
+    spec: PruneScheduleSpec,
+    *,
+    dry_run: bool = False,
+    registry_url: str | None = None,
+) -> PruneRequest:
+    """The run's inputs from the schedule, its Registry and the Registry's Secrets."""
+    namespace = schedule["metadata"]["namespace"]
+    registry_ns = registry_namespace(schedule, spec)
+    registry_name = spec.registry_ref.name
+    registry = await kube.get(REGISTRY, registry_ns, registry_name)
+    if registry is None:
+        raise RunProblem(
+            "RegistryNotFound",
+            f"spec.registryRef: Registry {registry_ns}/{registry_name} does not exist",
+        )
+    registry_spec = RegistrySpec.model_validate(registry.get("spec") or {})
+    if registry_spec.management_state is ManagementState.REMOVED:
+        raise RunProblem(
+            "RegistryRemoved", f"Registry {registry_ns}/{registry_name} is Removed: no images"
+        )
+    cross = registry_ns != namespace
+    _check_scope(namespace, spec, cross)
+    if registry_spec.management_state is ManagementState.UNMANAGED:
+        access = await _unmanaged_access(kube, registry, registry_spec, registry_url)
+    else:
+        access = await _managed_access(kube, registry, registry_spec, registry_url)
+    retention = spec.retention
+    selection = ScopedSelection(
+        include=tuple(expand_namespace(p, namespace) for p in spec.repositories.include),
+        exclude=tuple(expand_namespace(p, namespace) for p in spec.repositories.exclude),
+        scope=f"{namespace}/**" if cross else None,
+    )
+    rules = RetentionRules(
+        keep_last=retention.keep_last,
+        keep_younger_than=parse_duration(retention.keep_younger_than),
+        keep_tags=tuple(retention.keep_tags or ()),
+        delete_untagged=retention.delete_untagged,
+        repositories=selection,
+    )
+    gc_possible = gc_storage(registry_spec) is not None and not cross
+    gc_note = None
+    if spec.garbage_collect.enabled and not gc_possible:
+        gc_note = skip_reason(registry_spec) or (
+            "storage GC skipped: only a schedule in the Registry's namespace may make the "
+            "whole registry read-only"
+        )
+    return PruneRequest(
+        access=access,
+        rules=rules,
+        registry_namespace=registry_ns,
+        registry_name=registry_name,
+        protect_in_use=spec.protect_in_use,
+        dry_run=dry_run or spec.dry_run,
+        garbage_collect=spec.garbage_collect.enabled and gc_possible,
+        gc_note=gc_note,
+    )
+
+
+def _host(url: str) -> str:
+    return urlsplit(url if "://" in url else f"//{url}").netloc
+
+
+async def _managed_access(
+    kube: Kube, registry: JSON, spec: RegistrySpec, registry_url: str | None
+) -> RegistryAccess:
+    namespace, name = registry["metadata"]["namespace"], registry["metadata"]["name"]
+    names = RegistryNames(name)
+    status = registry.get("status") or {}
+    endpoint = status.get("endpoint") or {}
+    port = spec.expose.service.port
+    tls = spec.tls.mode is not TLSMode.DISABLED
+    internal = endpoint.get("internal") or f"{names.service}.{namespace}.svc:{port}"
+    url = registry_url or f"{'https' if tls else 'http'}://{internal}"
+
+    username = password = None
+    if spec.auth.mode is not AuthMode.NONE:
+        secret = await kube.get(SECRET, namespace, names.admin)
+        if secret is None:
+            raise RunProblem(
+                "CredentialsNotFound",
+                f"Secret {namespace}/{names.admin} (Berth's admin credential for the registry) "
+                "does not exist yet",
+            )
+        try:
+            credentials = credentials_from_secret(secret, url)
+        except SecretProblem as problem:
+            raise RunProblem(
+                "CredentialsNotFound", f"Secret {namespace}/{names.admin} {problem}"
+            ) from problem
+        REDACTOR.register(credentials.password)
+        username, password = credentials.username, credentials.password
+
+    ca_pem = None
+    if spec.tls.mode is TLSMode.SELF_SIGNED:
+        # ConfigMap data is plain text, not base64.
+        config_map = await kube.get(CONFIG_MAP, namespace, names.ca_config_map)
+        ca_pem = ((config_map or {}).get("data") or {}).get("ca.crt")
+        if not ca_pem and registry_url is None:
+            raise RunProblem(
+                "CANotFound", f"ConfigMap {namespace}/{names.ca_config_map} has no ca.crt yet"
+            )
+    elif spec.tls.mode in (TLSMode.SECRET, TLSMode.CERT_MANAGER):
+        secret_name = spec.tls.secret_name if spec.tls.mode is TLSMode.SECRET else names.tls
+        ca_pem = _decode(await kube.get(SECRET, namespace, str(secret_name)), "ca.crt")
+
+    hosts = [
+        f"{names.service}:{port}",
+        f"{names.service}.{namespace}:{port}",
+        *service_hosts(names.service, namespace, port),
+    ]
+    service = await kube.get(SERVICE, namespace, names.service)
+    cluster_ip = ((service or {}).get("spec") or {}).get("clusterIP")
+    if cluster_ip and cluster_ip != "None":
+        hosts.append(f"{cluster_ip}:{port}")
+    expose = spec.expose
+    for host in (
+        endpoint.get("external"),
+        expose.route.host if expose.route else None,
+        expose.ingress.host if expose.ingress else None,
+        _host(registry_url) if registry_url else None,
+    ):
+        if host:
+            hosts.append(host)
+    return RegistryAccess(url, tuple(dict.fromkeys(hosts)), username, password, ca_pem)
+
+
+async def _unmanaged_access(
+    kube: Kube, registry: JSON, spec: RegistrySpec, registry_url: str | None
+) -> RegistryAccess:
+    external = spec.external
+    assert external is not None  # admission requires it
+    namespace = registry["metadata"]["namespace"]
+    url = registry_url or external.url
+    username = password = None
+    if external.credentials_secret_ref is not None:
+        secret_name = external.credentials_secret_ref.name
+        secret = await kube.get(SECRET, namespace, secret_name)
+        if secret is None:
+            raise RunProblem(
+                "CredentialsNotFound",
+                f"spec.external.credentialsSecretRef of the Registry: Secret "
+                f"{namespace}/{secret_name} does not exist",
+            )
+        try:
+            credentials = credentials_from_secret(secret, external.url)
+        except SecretProblem as problem:
+            raise RunProblem(
+                "CredentialsNotFound", f"Secret {namespace}/{secret_name} {problem}"
+            ) from problem
+        REDACTOR.register(credentials.password)
+        username, password = credentials.username, credentials.password
+    ca_pem = None
+    if external.ca_secret_ref is not None:
+        ref = external.ca_secret_ref
+        ca_pem = _decode(await kube.get(SECRET, namespace, ref.name), ref.key)
+        if ca_pem is None:
+            raise RunProblem(
+                "CANotFound",
+                f"spec.external.caSecretRef: Secret {namespace}/{ref.name} has no key {ref.key!r}",
+            )
+    endpoint = (registry.get("status") or {}).get("endpoint") or {}
+    hosts = [_host(external.url)]
+    for extra in (endpoint.get("external"), registry_url):
+        if extra:
+            hosts.append(_host(extra))
+    return RegistryAccess(url, tuple(dict.fromkeys(hosts)), username, password, ca_pem)
