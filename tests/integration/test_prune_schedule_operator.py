@@ -242,9 +242,11 @@ def registry_namespace(api_client: client.ApiClient) -> Iterator[str]:
     core.delete_namespace(name)
 
 
-def test_a_schedule_in_another_namespace_gets_a_role_there_and_cleans_it_up(
+def test_a_schedule_in_another_namespace_is_refused_and_gets_no_role_there(
     api_client: client.ApiClient, namespace: str, registry_namespace: str
 ) -> None:
+    """From another namespace a run would carry the whole registry's credential into a
+    namespace whose tenants can use the schedule's ServiceAccount: refused for now."""
     unmanaged_registry(api_client, registry_namespace)
     create_object(
         api_client,
@@ -254,31 +256,11 @@ def test_a_schedule_in_another_namespace_gets_a_role_there_and_cleans_it_up(
         "mine",
         {"registryRef": {"name": "outside", "namespace": registry_namespace}},
     )
-    wait_condition(api_client, namespace, "pruneschedules", "mine", "Ready", "True")
-    rbac = client.RbacAuthorizationV1Api(api_client)
-    role_name = f"berth:prune:{namespace}:mine"
-    role = rbac.read_namespaced_role(role_name, registry_namespace)
-    registry_rules = [rule for rule in role.rules if "registries" in rule.resources]
-    # Reads the Registry; never patches it (no storage GC from another namespace).
-    assert [rule.verbs for rule in registry_rules] == [["get"]]
-    assert not any("jobs" in rule.resources for rule in role.rules)
-    rbac.read_namespaced_role_binding(role_name, registry_namespace)
-
-    # Only repositories under the schedule's own namespace can be reached.
-    patch_schedule(
-        api_client, namespace, "mine", {"spec": {"repositories": {"include": ["other/**"]}}}
-    )
     invalid = wait_condition(
         api_client, namespace, "pruneschedules", "mine", "Ready", "False", reason="InvalidSpec"
     )
-    assert f"under {namespace}/" in invalid["message"]
-
-    custom(api_client).delete_namespaced_custom_object(
-        GROUP, VERSION, namespace, "pruneschedules", "mine"
-    )
-    wait_for(
-        "the Role in the Registry's namespace to go",
-        lambda: gone(lambda: rbac.read_namespaced_role(role_name, registry_namespace)),
-        20,
-    )
+    assert "must be in its Registry's namespace" in invalid["message"]
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    role_name = f"berth:prune:{namespace}:mine"
+    assert gone(lambda: rbac.read_namespaced_role(role_name, registry_namespace))
     assert gone(lambda: rbac.read_namespaced_role_binding(role_name, registry_namespace))
