@@ -12,7 +12,8 @@ export PATH := $(CURDIR)/$(BIN):/usr/local/go/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)/hack
 export GOFLAGS := -p=2
 
-.PHONY: help deps testbin lint typecheck unit test run cluster-up cluster-down crds bench clean
+.PHONY: help deps testbin lint typecheck unit test run cluster-up cluster-down crds chart-crds \
+	manifests chart-lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -29,10 +30,11 @@ deps: $(STAMP)  ## Python venv, Debian packages (docker-registry, skopeo), Go ch
 testbin: deps  ## build (or find cached) kube-apiserver, etcd, kwok, ...
 	hack/testbin/build.sh
 
-lint: deps  ## ruff, formatting, import-linter layers
+lint: deps  ## ruff, formatting, import-linter layers, hadolint
 	$(BIN)/ruff check operator hack tests
 	$(BIN)/ruff format --check operator hack tests
 	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
 
 typecheck: deps  ## mypy --strict
 	$(BIN)/mypy
@@ -43,8 +45,19 @@ unit: deps  ## tests that need neither cluster nor registry
 test: testbin lint typecheck  ## everything: lint, types, unit and integration tests
 	$(BIN)/pytest -ra
 
-crds: deps  ## regenerate crds/ from the pydantic models
+crds: deps  ## regenerate crds/ from the pydantic models, and the chart's copy
 	$(BIN)/python -m berth.api.crdgen crds
+	$(BIN)/python hack/installgen.py chart-crds
+
+chart-crds: deps  ## copy crds/ into charts/berth/templates/crds/ (a test fails on drift)
+	$(BIN)/python hack/installgen.py chart-crds
+
+manifests: testbin chart-crds  ## regenerate the kustomize base manifests/ from the chart
+	$(BIN)/python hack/installgen.py manifests --helm "$$(hack/testbin/build.sh)/helm"
+
+chart-lint: testbin  ## helm lint --strict and a default helm template of charts/berth
+	"$$(hack/testbin/build.sh)/helm" lint --strict charts/berth
+	"$$(hack/testbin/build.sh)/helm" template berth charts/berth --namespace berth-system >/dev/null
 
 cluster-up: testbin  ## start the local control plane (kubeconfig: .cache/cluster/kubeconfig)
 	$(BIN)/python -m testbed up --dir $(CLUSTER_DIR)

@@ -5,6 +5,7 @@
 #   kube/  kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
 #   etcd/  etcd
 #   kwok/  kwok, plus the Stage objects it needs (kwok-stages.yaml)
+#   helm/  helm (v3), for the chart's lint, template and install tests
 #
 # Each module stays separate: a shared go.mod would let version selection bump a
 # dependency of one component and break another's build.
@@ -17,10 +18,11 @@ module_version() {  # module_version DIR MODULE
 kube_version=$(module_version kube k8s.io/kubernetes)
 etcd_version=$(module_version etcd go.etcd.io/etcd/server/v3)
 kwok_version=$(module_version kwok sigs.k8s.io/kwok)
+helm_version=$(module_version helm helm.sh/helm/v3)
 
 cache_root=${BERTH_TESTBIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/berth/testbin}
-out="$cache_root/k8s-${kube_version#v}_etcd-${etcd_version#v}_kwok-${kwok_version#v}"
-fingerprint=$(cat "$here"/{kube,etcd,kwok}/go.{mod,sum} "$0" | sha256sum | cut -d' ' -f1)
+out="$cache_root/k8s-${kube_version#v}_etcd-${etcd_version#v}_kwok-${kwok_version#v}_helm-${helm_version#v}"
+fingerprint=$(cat "$here"/{kube,etcd,kwok,helm}/go.{mod,sum} "$0" | sha256sum | cut -d' ' -f1)
 
 if [[ -f "$out/.complete" && "$(cat "$out/.complete")" == "$fingerprint" ]]; then
   echo "$out"
@@ -49,6 +51,17 @@ log "building etcd $etcd_version"
 
 log "building kwok $kwok_version"
 (cd "$here/kwok" && go build -ldflags "-s -w" -o "$out/kwok" sigs.k8s.io/kwok/cmd/kwok)
+
+# As helm's own Makefile does: its version, and the Kubernetes version `helm template` and
+# `helm lint` assume (the major and minor of the client-go it is built with, 0.x -> 1.x).
+helm_kube=$(module_version helm k8s.io/client-go); helm_kube=${helm_kube#v0.}
+helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version"
+helm_ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+  helm_ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=${helm_kube%%.*}"
+done
+log "building helm $helm_version"
+(cd "$here/helm" && go build -ldflags "$helm_ldflags" -o "$out/helm" helm.sh/helm/v3/cmd/helm)
 
 # Standalone kwok exits with "no stages found" unless it is given Stage objects; without
 # pod-delete, deleted pods stay Terminating forever. The volume stages provision and bind
