@@ -1,6 +1,10 @@
 """Names shared across Berth: API group and version, labels, finalizer, field manager."""
 
+import os
+from collections.abc import Mapping
 from typing import Final
+
+from berth import __version__
 
 GROUP: Final = "berth.dev"
 VERSION: Final = "v1alpha1"
@@ -32,8 +36,16 @@ MAINTENANCE_READ_ONLY: Final = "read-only"
 # Condition on a Registry: True once every Pod serves the maintenance read-only config.
 CONDITION_READ_ONLY: Final = "ReadOnly"
 
-# The operator's own image (token server, prune jobs); installs set BERTH_OPERATOR_IMAGE.
-DEFAULT_OPERATOR_IMAGE: Final = "berth:0.1.0"
+# The operator's own image also runs its token servers and prune jobs; installs set
+# BERTH_OPERATOR_IMAGE to the image they deploy (the chart does).
+OPERATOR_IMAGE_ENV: Final = "BERTH_OPERATOR_IMAGE"
+DEFAULT_OPERATOR_IMAGE: Final = f"ghcr.io/berth-dev/berth:{__version__}"
+
+
+def operator_image(environ: Mapping[str, str] | None = None) -> str:
+    environ = os.environ if environ is None else environ
+    return environ.get(OPERATOR_IMAGE_ENV) or DEFAULT_OPERATOR_IMAGE
+
 
 # distribution (registry:2) image run for Managed registries unless spec.image says otherwise.
 DEFAULT_REGISTRY_IMAGE: Final = "docker.io/library/registry:2.8.3"

@@ -441,6 +441,7 @@ def test_the_operator_works_with_the_charts_rbac(
 
         until("the samples to be deleted", lambda: all(gone(*c) for c in created), 60, log_tail)
         assert operator.refusals() == [], "\n".join(operator.refusals())
+        assert _cluster_rbac_about(kube, sample_namespaces) == []  # finalizers left nothing
     finally:
         if operator is not None:
             operator.stop()
@@ -449,11 +450,17 @@ def test_the_operator_works_with_the_charts_rbac(
         for obj in objects:
             if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
                 kube.request_sync("DELETE", kind_of(obj).path(None, obj["metadata"]["name"]))
-        # Not asserted: a Registry deleted while a reconcile of it is in flight can leave
-        # its token server's ClusterRoleBinding behind (a race in the operator).
-        for plural in ("clusterrolebindings", "clusterroles"):
-            path = f"/apis/rbac.authorization.k8s.io/v1/{plural}"
-            for item in kube.request_sync("GET", path)["items"]:
-                name = item["metadata"]["name"]
-                if any(ns in json.dumps(item.get("subjects") or name) for ns in sample_namespaces):
-                    kube.request_sync("DELETE", f"{path}/{name}")
+        for path in _cluster_rbac_about(kube, sample_namespaces):  # after a failure
+            kube.request_sync("DELETE", path)
+
+
+def _cluster_rbac_about(kube: Kube, namespaces: list[str]) -> list[str]:
+    """Paths of ClusterRoles and ClusterRoleBindings that name one of `namespaces`."""
+    found = []
+    for plural in ("clusterrolebindings", "clusterroles"):
+        path = f"/apis/rbac.authorization.k8s.io/v1/{plural}"
+        for item in kube.request_sync("GET", path)["items"]:
+            name = item["metadata"]["name"]
+            if any(ns in json.dumps(item.get("subjects") or name) for ns in namespaces):
+                found.append(f"{path}/{name}")
+    return found

@@ -12,8 +12,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from berth.constants import GROUP, VERSION
-from berth.resources.pruneschedule import DEFAULT_OPERATOR_IMAGE
+from berth.constants import DEFAULT_OPERATOR_IMAGE, GROUP, VERSION
 from testbed.cluster import free_port, wait_for
 
 from .prune_support import create_object, custom, get_object, wait_condition

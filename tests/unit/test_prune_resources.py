@@ -11,14 +11,12 @@ import yaml
 
 from berth.api.pruneschedule import PruneScheduleSpec
 from berth.api.registry import RegistrySpec
-from berth.constants import LABEL_INSTANCE
+from berth.constants import DEFAULT_OPERATOR_IMAGE, LABEL_INSTANCE, operator_image
 from berth.resources.pruneschedule import (
-    DEFAULT_OPERATOR_IMAGE,
     LABEL_SCHEDULE_NAMESPACE,
     PruneInputs,
     desired_children,
     gc_job,
-    operator_image,
     registry_secret_names,
     unowned_children,
 )

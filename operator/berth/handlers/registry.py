@@ -68,8 +68,11 @@ async def registry_deleted(namespace: str | None, name: str, memo: Any, **_: Any
     other namespaces, and the token server's ClusterRoleBinding."""
     assert namespace is not None
     memo.registries.discard((namespace, name))
-    await access.revoke_everything(memo.kube, namespace, name)
-    await reconcile.delete_cluster_children(memo.kube, namespace, name)
+    # A pass already running would otherwise re-create what is removed here; passes that
+    # start later see the deletionTimestamp and do nothing.
+    async with reconcile.exclusive(namespace, name), access.exclusive(namespace, name):
+        await access.revoke_everything(memo.kube, namespace, name)
+        await reconcile.delete_cluster_children(memo.kube, namespace, name)
     reconcile.forget(namespace, name)
     access.forget(namespace, name)
 

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import secrets
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
@@ -174,6 +175,11 @@ _locks = ObjectLocks()
 
 def forget(namespace: str, name: str) -> None:
     _locks.forget(namespace, name)
+
+
+def exclusive(namespace: str, name: str) -> AbstractAsyncContextManager[None]:
+    """Hold off this kind of pass for one Registry (e.g. while it is being deleted)."""
+    return _locks.hold(namespace, name)
 
 
 async def registry_hosts(kube: Kube, registry: JSON, spec: RegistrySpec) -> list[str]:

@@ -37,7 +37,7 @@ from berth.api.pruneschedule import (
     PruneScheduleSpec,
 )
 from berth.api.registry import AuthMode, ManagementState, RegistrySpec, TLSMode
-from berth.constants import API_VERSION, PRUNE_SCHEDULE_KIND, REGISTRY_KIND
+from berth.constants import API_VERSION, PRUNE_SCHEDULE_KIND, REGISTRY_KIND, operator_image
 from berth.k8s.api import JSON, ApiException, Kube
 from berth.k8s.events import post_event
 from berth.k8s.kinds import KINDS
@@ -60,7 +60,6 @@ from berth.resources.pruneschedule import (
     PruneNames,
     desired_children,
     gc_storage,
-    operator_image,
     unowned_children,
     unowned_selector,
 )

@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import os
 import secrets
 import time
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -33,8 +33,8 @@ from berth.api.registry import (
 from berth.constants import (
     API_VERSION,
     CONDITION_READ_ONLY,
-    DEFAULT_OPERATOR_IMAGE,
     REGISTRY_KIND,
+    operator_image,
 )
 from berth.k8s.api import JSON, ApiException, Kube
 from berth.k8s.events import post_event
@@ -73,8 +73,6 @@ FOUNDATION_KINDS: Final = frozenset(
     {"ServiceAccount", "ConfigMap", "Secret", "PersistentVolumeClaim", "Certificate"}
 )
 ROUTE_API: Final = "route.openshift.io/v1"
-# The token server runs the operator's own image; the install sets this to its image.
-OPERATOR_IMAGE: Final = os.environ.get("BERTH_OPERATOR_IMAGE", DEFAULT_OPERATOR_IMAGE)
 CERT_MANAGER_API: Final = "cert-manager.io/v1"
 
 READY = RegistryConditionType.READY.value
@@ -103,6 +101,11 @@ _locks = ObjectLocks()
 
 def forget(namespace: str, name: str) -> None:
     _locks.forget(namespace, name)
+
+
+def exclusive(namespace: str, name: str) -> AbstractAsyncContextManager[None]:
+    """Hold off this kind of pass for one Registry (e.g. while it is being deleted)."""
+    return _locks.hold(namespace, name)
 
 
 async def reconcile_registry(kube: Kube, namespace: str, name: str) -> Outcome | None:
@@ -378,7 +381,7 @@ async def _managed(kube: Kube, registry: JSON, spec: RegistrySpec) -> Outcome:
     live: dict[tuple[str, str], JSON] = {}
     children = desired_children(inputs)
     if spec.auth.mode is AuthMode.TOKEN:
-        children += tokenserver.token_server_children(inputs, OPERATOR_IMAGE)
+        children += tokenserver.token_server_children(inputs, operator_image())
 
     async def ensure(child: JSON) -> None:
         nonlocal writes

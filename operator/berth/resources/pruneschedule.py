@@ -16,12 +16,9 @@ ServiceAccount of its own. Its rights are split by reach:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from berth import __version__
 from berth.api.pruneschedule import PruneScheduleSpec
 from berth.api.registry import (
     SINGLE_NODE_ACCESS_MODES,
@@ -30,7 +27,11 @@ from berth.api.registry import (
     RegistrySpec,
     TLSMode,
 )
-from berth.constants import GROUP, LABEL_INSTANCE
+from berth.constants import (
+    DEFAULT_OPERATOR_IMAGE,
+    GROUP,
+    LABEL_INSTANCE,
+)
 from berth.resources.registry import (
     CONFIG_DIR,
     DATA_PATH,
@@ -39,9 +40,6 @@ from berth.resources.registry import (
 )
 from berth.resources.render import labels, owned_by, render
 
-# The image the prune CronJob runs: the operator's own, named by its Deployment.
-OPERATOR_IMAGE_ENV: Final = "BERTH_OPERATOR_IMAGE"
-DEFAULT_OPERATOR_IMAGE: Final = f"ghcr.io/berth-dev/berth:{__version__}"
 # Identifies children that an owner reference cannot reach (cluster-scoped, or in the
 # Registry's namespace), so that the finalizer and a changed registryRef find them.
 LABEL_SCHEDULE_NAMESPACE: Final = f"{GROUP}/prune-schedule-namespace"
@@ -67,11 +65,6 @@ WORKLOAD_READ_RULES: Final[list[dict[str, list[str]]]] = [
     {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": ["get", "list"]},
     {"apiGroups": [GROUP], "resources": ["tagpolicies"], "verbs": ["get", "list"]},
 ]
-
-
-def operator_image(environ: Mapping[str, str] | None = None) -> str:
-    environ = os.environ if environ is None else environ
-    return environ.get(OPERATOR_IMAGE_ENV) or DEFAULT_OPERATOR_IMAGE
 
 
 def garbage_collect_command(executable: str, config_path: str) -> list[str]:
