@@ -8,9 +8,7 @@ from pathlib import Path
 import yaml
 
 from berth.k8s.api import ApiException, Kube
-from berth.k8s.kinds import KINDS
-
-CRD = KINDS[("apiextensions.k8s.io/v1", "CustomResourceDefinition")]
+from berth.k8s.kinds import CRD
 
 
 def apply_crds(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from berth.constants import (
     API_VERSION,
@@ -75,6 +76,30 @@ _KINDS = [
     Kind(API_VERSION, PRUNE_SCHEDULE_KIND, PRUNE_SCHEDULE_PLURAL),
 ]
 KINDS: dict[tuple[str, str], Kind] = {(k.api_version, k.kind): k for k in _KINDS}
+
+
+NAMESPACE: Final = KINDS[("v1", "Namespace")]
+SERVICE_ACCOUNT: Final = KINDS[("v1", "ServiceAccount")]
+CONFIG_MAP: Final = KINDS[("v1", "ConfigMap")]
+SECRET: Final = KINDS[("v1", "Secret")]
+SERVICE: Final = KINDS[("v1", "Service")]
+PVC: Final = KINDS[("v1", "PersistentVolumeClaim")]
+POD: Final = KINDS[("v1", "Pod")]
+DEPLOYMENT: Final = KINDS[("apps/v1", "Deployment")]
+JOB: Final = KINDS[("batch/v1", "Job")]
+PDB: Final = KINDS[("policy/v1", "PodDisruptionBudget")]
+NETWORK_POLICY: Final = KINDS[("networking.k8s.io/v1", "NetworkPolicy")]
+INGRESS: Final = KINDS[("networking.k8s.io/v1", "Ingress")]
+ROUTE: Final = KINDS[("route.openshift.io/v1", "Route")]
+ROLE: Final = KINDS[("rbac.authorization.k8s.io/v1", "Role")]
+ROLE_BINDING: Final = KINDS[("rbac.authorization.k8s.io/v1", "RoleBinding")]
+CLUSTER_ROLE: Final = KINDS[("rbac.authorization.k8s.io/v1", "ClusterRole")]
+CLUSTER_ROLE_BINDING: Final = KINDS[("rbac.authorization.k8s.io/v1", "ClusterRoleBinding")]
+CRD: Final = KINDS[("apiextensions.k8s.io/v1", "CustomResourceDefinition")]
+STORAGE_CLASS: Final = KINDS[("storage.k8s.io/v1", "StorageClass")]
+REGISTRY: Final = KINDS[(API_VERSION, REGISTRY_KIND)]
+PRUNE_SCHEDULE: Final = KINDS[(API_VERSION, PRUNE_SCHEDULE_KIND)]
+TAG_POLICY: Final = KINDS[(API_VERSION, TAG_POLICY_KIND)]
 
 
 def kind_of(obj: dict[str, object]) -> Kind:

@@ -35,21 +35,16 @@ from kubernetes import client as k8s_client
 from berth.api.registry import RegistrySpec
 from berth.constants import (
     ANNOTATION_MAINTENANCE,
-    API_VERSION,
     CONDITION_READ_ONLY,
     MAINTENANCE_READ_ONLY,
-    REGISTRY_KIND,
 )
 from berth.k8s.api import JSON, ApiException, Kube
-from berth.k8s.kinds import KINDS
+from berth.k8s.kinds import JOB, POD, REGISTRY
 from berth.resources.pruneschedule import gc_job, gc_storage, single_node_volume
 from berth.resources.render import selector_labels
 
 logger = logging.getLogger(__name__)
 
-REGISTRY: Final = KINDS[(API_VERSION, REGISTRY_KIND)]
-JOB: Final = KINDS[("batch/v1", "Job")]
-POD: Final = KINDS[("v1", "Pod")]
 ROUTE_API: Final = "route.openshift.io/v1"
 MAINTENANCE_REASON: Final = "Maintenance"
 # `blob eligible for deletion: sha256:...`, one line per blob the sweep removes

@@ -32,10 +32,10 @@ from berth.api.common import parse_duration
 from berth.api.registry import AuthMode, ManagementState, RegistrySpec
 from berth.auth.config import Grant, Robot, TokenServerConfig
 from berth.auth.robots import dockerconfigjson, hash_password
-from berth.constants import API_VERSION, GROUP, REGISTRY_KIND
+from berth.constants import GROUP
 from berth.k8s.api import JSON, ApiException, Kube
 from berth.k8s.events import post_event
-from berth.k8s.kinds import KINDS
+from berth.k8s.kinds import NAMESPACE, REGISTRY, SECRET, SERVICE, SERVICE_ACCOUNT
 from berth.observability import REDACTOR
 from berth.reconcile.locks import ObjectLocks
 from berth.reconcile.unmanaged import SecretProblem, credentials_from_secret
@@ -61,11 +61,6 @@ from berth.resources.tokenserver import SIGNING_DIR, token_config_secret
 
 logger = logging.getLogger(__name__)
 
-REGISTRY: Final = KINDS[(API_VERSION, REGISTRY_KIND)]
-NAMESPACE: Final = KINDS[("v1", "Namespace")]
-SECRET: Final = KINDS[("v1", "Secret")]
-SERVICE: Final = KINDS[("v1", "Service")]
-SERVICE_ACCOUNT: Final = KINDS[("v1", "ServiceAccount")]
 ANNOTATION_ROTATE: Final = f"{GROUP}/rotate-credentials"
 # Robot passwords are 256-bit random strings: no cost factor makes them harder to guess,
 # while a high one would cost seconds per namespace. bcrypt still, as htpasswd requires.

@@ -37,10 +37,20 @@ from berth.api.pruneschedule import (
     PruneScheduleSpec,
 )
 from berth.api.registry import AuthMode, ManagementState, RegistrySpec, TLSMode
-from berth.constants import API_VERSION, PRUNE_SCHEDULE_KIND, REGISTRY_KIND, operator_image
+from berth.constants import PRUNE_SCHEDULE_KIND, operator_image
 from berth.k8s.api import JSON, ApiException, Kube
 from berth.k8s.events import post_event
-from berth.k8s.kinds import KINDS
+from berth.k8s.kinds import (
+    CLUSTER_ROLE,
+    CLUSTER_ROLE_BINDING,
+    CONFIG_MAP,
+    PRUNE_SCHEDULE,
+    REGISTRY,
+    ROLE,
+    ROLE_BINDING,
+    SECRET,
+    SERVICE,
+)
 from berth.observability import RECONCILE_SECONDS, RECONCILES, REDACTOR
 from berth.prune.gc import GCTimeouts, skip_reason
 from berth.prune.retention import Action, RetentionRules
@@ -67,15 +77,6 @@ from berth.resources.registry import RegistryNames, service_hosts
 
 logger = logging.getLogger(__name__)
 
-PRUNE_SCHEDULE: Final = KINDS[(API_VERSION, PRUNE_SCHEDULE_KIND)]
-REGISTRY: Final = KINDS[(API_VERSION, REGISTRY_KIND)]
-SECRET: Final = KINDS[("v1", "Secret")]
-CONFIG_MAP: Final = KINDS[("v1", "ConfigMap")]
-SERVICE: Final = KINDS[("v1", "Service")]
-ROLE: Final = KINDS[("rbac.authorization.k8s.io/v1", "Role")]
-ROLE_BINDING: Final = KINDS[("rbac.authorization.k8s.io/v1", "RoleBinding")]
-CLUSTER_ROLE: Final = KINDS[("rbac.authorization.k8s.io/v1", "ClusterRole")]
-CLUSTER_ROLE_BINDING: Final = KINDS[("rbac.authorization.k8s.io/v1", "ClusterRoleBinding")]
 ROUTE_API: Final = "route.openshift.io/v1"
 STATUS_WRITE_ATTEMPTS: Final = 5
 

@@ -31,14 +31,25 @@ from berth.api.registry import (
     TLSMode,
 )
 from berth.constants import (
-    API_VERSION,
     CONDITION_READ_ONLY,
     REGISTRY_KIND,
     operator_image,
 )
 from berth.k8s.api import JSON, ApiException, Kube
 from berth.k8s.events import post_event
-from berth.k8s.kinds import KINDS
+from berth.k8s.kinds import (
+    CLUSTER_ROLE_BINDING,
+    DEPLOYMENT,
+    INGRESS,
+    NETWORK_POLICY,
+    PDB,
+    PVC,
+    REGISTRY,
+    ROUTE,
+    SECRET,
+    SERVICE,
+    STORAGE_CLASS,
+)
 from berth.observability import RECONCILE_SECONDS, RECONCILES, REDACTOR
 from berth.reconcile.access import robots_for_htpasswd, state_secret_name
 from berth.reconcile.conditions import Cond, find, merge_conditions
@@ -58,17 +69,6 @@ from berth.resources.registry import (
 
 logger = logging.getLogger(__name__)
 
-REGISTRY: Final = KINDS[(API_VERSION, REGISTRY_KIND)]
-SECRET: Final = KINDS[("v1", "Secret")]
-SERVICE: Final = KINDS[("v1", "Service")]
-PVC: Final = KINDS[("v1", "PersistentVolumeClaim")]
-DEPLOYMENT: Final = KINDS[("apps/v1", "Deployment")]
-PDB: Final = KINDS[("policy/v1", "PodDisruptionBudget")]
-INGRESS: Final = KINDS[("networking.k8s.io/v1", "Ingress")]
-ROUTE: Final = KINDS[("route.openshift.io/v1", "Route")]
-NETWORK_POLICY: Final = KINDS[("networking.k8s.io/v1", "NetworkPolicy")]
-STORAGE_CLASS: Final = KINDS[("storage.k8s.io/v1", "StorageClass")]
-CLUSTER_ROLE_BINDING: Final = KINDS[("rbac.authorization.k8s.io/v1", "ClusterRoleBinding")]
 FOUNDATION_KINDS: Final = frozenset(
     {"ServiceAccount", "ConfigMap", "Secret", "PersistentVolumeClaim", "Certificate"}
 )

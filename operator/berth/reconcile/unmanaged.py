@@ -11,11 +11,10 @@ from urllib.parse import urlsplit
 
 from berth.api.registry import ExternalRegistry
 from berth.k8s.api import Kube
-from berth.k8s.kinds import KINDS
+from berth.k8s.kinds import SECRET
 from berth.observability import REDACTOR
 from berth.registry.client import RegistryClient, RegistryError
 
-SECRET: Final = KINDS[("v1", "Secret")]
 PROBE_TIMEOUT: Final = 10.0
 
 

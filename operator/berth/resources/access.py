@@ -12,6 +12,7 @@ from typing import Any, Final
 from berth.api.common import LabelSelector, expand_namespace
 from berth.api.registry import AccessGrant, Permission
 from berth.constants import ANNOTATION_PULL_SECRETS
+from berth.resources.registry import secret
 from berth.resources.render import labels, owned_by, render
 
 LABEL_REGISTRY: Final = "berth.dev/registry"
@@ -139,13 +140,12 @@ def robots_secret(owner: dict[str, Any], name: str, robots_json: str) -> dict[st
     """The Registry's own record of its robots: usernames, bcrypt hashes, phases."""
     metadata = owner["metadata"]
     return owned_by(
-        render(
-            "registry/secret.yaml.j2",
-            namespace=metadata["namespace"],
-            name=name,
-            labels=labels(metadata["name"], "access"),
-            type="Opaque",
-            data={"robots.json": base64.b64encode(robots_json.encode()).decode()},
+        secret(
+            metadata["namespace"],
+            name,
+            labels(metadata["name"], "access"),
+            "Opaque",
+            {"robots.json": base64.b64encode(robots_json.encode()).decode()},
         ),
         owner,
     )

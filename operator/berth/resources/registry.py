@@ -262,6 +262,20 @@ def token_realm(inputs: RegistryInputs) -> str:
     return f"{scheme}://{host}:{TOKEN_SERVER_PORT}/token"
 
 
+def secret(
+    namespace: str, name: str, labels: dict[str, str], secret_type: str, data: dict[str, str]
+) -> dict[str, Any]:
+    """A Secret child; `data` values are base64 already."""
+    return render(
+        "registry/secret.yaml.j2",
+        namespace=namespace,
+        name=name,
+        labels=labels,
+        type=secret_type,
+        data=data,
+    )
+
+
 def _is_ip(name: str) -> bool:
     try:
         ipaddress.ip_address(name)
@@ -309,35 +323,32 @@ def desired_children(inputs: RegistryInputs) -> list[dict[str, Any]]:
     if spec.auth.mode is AuthMode.TOKEN and material.token_ca_pem is not None:
         secret_data["token-ca.crt"] = _b64(material.token_ca_pem)
     children.append(
-        render(
-            "registry/secret.yaml.j2",
-            namespace=namespace,
-            name=names.secrets,
-            labels=labels(instance, "registry"),
-            type="Opaque",
-            data=secret_data,
+        secret(
+            namespace,
+            names.secrets,
+            labels(instance, "registry"),
+            "Opaque",
+            secret_data,
         )
     )
     if material.admin_password is not None:
         children.append(
-            render(
-                "registry/secret.yaml.j2",
-                namespace=namespace,
-                name=names.admin,
-                labels=labels(instance, "registry"),
-                type="kubernetes.io/basic-auth",
-                data={"username": _b64(ADMIN_USER), "password": _b64(material.admin_password)},
+            secret(
+                namespace,
+                names.admin,
+                labels(instance, "registry"),
+                "kubernetes.io/basic-auth",
+                {"username": _b64(ADMIN_USER), "password": _b64(material.admin_password)},
             )
         )
     if material.token_signing is not None:
         children.append(
-            render(
-                "registry/secret.yaml.j2",
-                namespace=namespace,
-                name=names.token_signing,
-                labels=labels(instance, "token-server"),
-                type="kubernetes.io/tls",
-                data={
+            secret(
+                namespace,
+                names.token_signing,
+                labels(instance, "token-server"),
+                "kubernetes.io/tls",
+                {
                     "tls.crt": _b64(material.token_signing.cert_pem),
                     "tls.key": _b64(material.token_signing.key_pem),
                 },
@@ -346,13 +357,12 @@ def desired_children(inputs: RegistryInputs) -> list[dict[str, Any]]:
     if material.ca is not None:
         # Berth's CA: it signs the SelfSigned serving certificate and the token server's.
         children.append(
-            render(
-                "registry/secret.yaml.j2",
-                namespace=namespace,
-                name=names.ca_secret,
-                labels=labels(instance, "ca"),
-                type="Opaque",
-                data={"ca.crt": _b64(material.ca.cert_pem), "ca.key": _b64(material.ca.key_pem)},
+            secret(
+                namespace,
+                names.ca_secret,
+                labels(instance, "ca"),
+                "Opaque",
+                {"ca.crt": _b64(material.ca.cert_pem), "ca.key": _b64(material.ca.key_pem)},
             )
         )
         children.append(
@@ -367,13 +377,12 @@ def desired_children(inputs: RegistryInputs) -> list[dict[str, Any]]:
         assert material.ca is not None
         assert material.serving is not None
         children.append(
-            render(
-                "registry/secret.yaml.j2",
-                namespace=namespace,
-                name=names.tls,
-                labels=labels(instance, "registry"),
-                type="kubernetes.io/tls",
-                data={
+            secret(
+                namespace,
+                names.tls,
+                labels(instance, "registry"),
+                "kubernetes.io/tls",
+                {
                     "tls.crt": _b64(material.serving.cert_pem),
                     "tls.key": _b64(material.serving.key_pem),
                     "ca.crt": _b64(material.ca.cert_pem),

@@ -13,6 +13,7 @@ from berth.resources.registry import (
     RegistryInputs,
     RegistryNames,
     checksum,
+    secret,
 )
 from berth.resources.render import labels, owned_by, render, selector_labels
 
@@ -39,13 +40,12 @@ def token_config_secret(
 ) -> dict[str, Any]:
     metadata = owner["metadata"]
     return owned_by(
-        render(
-            "registry/secret.yaml.j2",
-            namespace=metadata["namespace"],
-            name=config_secret_name(names),
-            labels=labels(names.registry, COMPONENT),
-            type="Opaque",
-            data={"config.json": base64.b64encode(config_json.encode()).decode()},
+        secret(
+            metadata["namespace"],
+            config_secret_name(names),
+            labels(names.registry, COMPONENT),
+            "Opaque",
+            {"config.json": base64.b64encode(config_json.encode()).decode()},
         ),
         owner,
     )
@@ -66,13 +66,12 @@ def token_server_children(inputs: RegistryInputs, operator_image: str) -> list[d
     children = [render("tokenserver/serviceaccount.yaml.j2", **common)]
     if serving is not None:
         children.append(
-            render(
-                "registry/secret.yaml.j2",
-                namespace=namespace,
-                name=tls_secret_name(names),
-                labels=common["labels"],
-                type="kubernetes.io/tls",
-                data={
+            secret(
+                namespace,
+                tls_secret_name(names),
+                labels(names.registry, COMPONENT),
+                "kubernetes.io/tls",
+                {
                     "tls.crt": base64.b64encode(serving.cert_pem.encode()).decode(),
                     "tls.key": base64.b64encode(serving.key_pem.encode()).decode(),
                 },
