@@ -263,26 +263,39 @@ def test_status_written_from_the_models_is_accepted_and_printed(
         endpoint=RegistryEndpoint(internal=f"registry.{namespace}.svc:5000"),
         ready_replicas=0,
     )
-    custom.patch_namespaced_custom_object_status(
+    # The operator (running for other tests) reconciles this Registry too and may
+    # rewrite its status at any moment: read what the apiserver stored from the PATCH
+    # response itself, and the printed columns together with the object in one Table.
+    stored = custom.patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, "registries", "registry", {"status": status.to_api()}
-    )
-    stored = custom.get_namespaced_custom_object(
-        GROUP, VERSION, namespace, "registries", "registry"
     )
     assert isinstance(stored, dict)
     assert RegistryStatus.model_validate(stored["status"]) == status
 
-    listing = _kubectl(kubeconfig, tmp_path, "get", "reg", "-n", namespace)
-    assert listing.returncode == 0, listing.stderr
-    header, row = listing.stdout.splitlines()
-    assert header.split() == ["NAME", "STATE", "READY", "REASON", "ENDPOINT", "AGE"]
-    assert row.split()[:5] == [
+    response = api_client.call_api(
+        "GET",
+        f"{api_client.configuration.host}/apis/{GROUP}/{VERSION}/namespaces/{namespace}"
+        "/registries?includeObject=Object",
+        {"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+    )
+    table = json.loads(response.read())
+    # kubectl shows the priority-0 columns; -o wide adds the others.
+    header = [c["name"] for c in table["columnDefinitions"] if not c.get("priority")]
+    assert header == ["Name", "State", "Ready", "Reason", "Endpoint", "Age"]
+    (row,) = table["rows"]
+    shown = RegistryStatus.model_validate(row["object"]["status"])
+    ready = next(c for c in shown.conditions if c.type == "Ready")
+    assert row["cells"][:5] == [
         "registry",
         "Managed",
-        "False",
-        "StorageUnavailable",
+        ready.status.value,
+        ready.reason,
         f"registry.{namespace}.svc:5000",
     ]
+
+    listing = _kubectl(kubeconfig, tmp_path, "get", "reg", "-n", namespace)
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.split()[:6] == ["NAME", "STATE", "READY", "REASON", "ENDPOINT", "AGE"]
 
 
 def _flat(text: str) -> str:
