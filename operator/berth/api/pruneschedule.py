@@ -48,9 +48,7 @@ class RepositorySelection(BerthModel):
         max_length=64,
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
-    """Repository globs to prune: "*" matches within one path segment, "**" any depth. A
-    schedule outside the Registry's namespace only reaches repositories under
-    <its namespace>/."""
+    """Repository globs to prune: "*" matches within one path segment, "**" any depth."""
     exclude: list[RepositoryGlob] = Field(
         default_factory=list, max_length=64, json_schema_extra={"x-kubernetes-list-type": "set"}
     )
@@ -84,7 +82,9 @@ class PruneScheduleSpec(BerthModel):
     """The desired state of a PruneSchedule."""
 
     registry_ref: RegistryReference
-    """The Registry to prune."""
+    """The Registry to prune. For now it must be in the schedule's own namespace: a
+    schedule elsewhere is refused (InvalidSpec), since its runs would need the whole
+    registry's credential."""
     schedule: CronSchedule = "0 3 * * *"
     """When to run, in cron format (minute hour day-of-month month day-of-week) or a macro
     such as @daily."""
