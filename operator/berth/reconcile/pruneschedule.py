@@ -63,6 +63,7 @@ from berth.prune.run import (
     execute,
 )
 from berth.reconcile.conditions import Cond, find, merge_conditions, now_rfc3339
+from berth.reconcile.invalid import InvalidSpec, api_message, validation_message
 from berth.reconcile.locks import ObjectLocks
 from berth.reconcile.unmanaged import SecretProblem, credentials_from_secret
 from berth.resources.pruneschedule import (
@@ -84,10 +85,6 @@ READY = PruneScheduleConditionType.READY.value
 LAST_RUN_SUCCEEDED = PruneScheduleConditionType.LAST_RUN_SUCCEEDED.value
 
 
-class InvalidSpec(Exception):
-    """The spec passed admission but cannot work; the message says why, for people."""
-
-
 @dataclass
 class Outcome:
     conditions: list[Cond]
@@ -103,12 +100,6 @@ _locks = ObjectLocks()
 
 def forget(namespace: str, name: str) -> None:
     _locks.forget(namespace, name)
-
-
-def _validation_message(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first.get("loc", ()))
-    return f"spec.{where}: {first.get('msg')}" if where else str(first.get("msg"))
 
 
 def registry_namespace(schedule: JSON, spec: PruneScheduleSpec) -> str:
@@ -173,7 +164,7 @@ async def _reconcile(kube: Kube, schedule: JSON) -> Outcome:
         spec = PruneScheduleSpec.model_validate(schedule.get("spec") or {})
         outcome = await _apply(kube, schedule, spec)
     except ValidationError as error:
-        outcome = Outcome([Cond(READY, False, "InvalidSpec", _validation_message(error))])
+        outcome = Outcome([Cond(READY, False, "InvalidSpec", validation_message(error))])
     except InvalidSpec as error:
         outcome = Outcome([Cond(READY, False, "InvalidSpec", str(error))])
     await _publish_conditions(kube, schedule, outcome.conditions)
@@ -194,7 +185,7 @@ async def _apply(kube: Kube, schedule: JSON, spec: PruneScheduleSpec) -> Outcome
     except ValidationError as error:
         raise InvalidSpec(
             f"spec.registryRef: Registry {registry_ns}/{spec.registry_ref.name} has an invalid "
-            f"spec ({_validation_message(error)})"
+            f"spec ({validation_message(error)})"
         ) from error
     _check_scope(namespace, spec, registry_ns != namespace)
     inputs = PruneInputs(
@@ -213,7 +204,7 @@ async def _apply(kube: Kube, schedule: JSON, spec: PruneScheduleSpec) -> Outcome
             written, state = await kube.ensure(child)
         except ApiException as error:
             if error.status in (400, 422):
-                raise InvalidSpec(_api_message(child, error)) from error
+                raise InvalidSpec(api_message(child, error)) from error
             raise
         writes += written
         live[child["kind"]] = state
@@ -232,16 +223,6 @@ async def _apply(kube: Kube, schedule: JSON, spec: PruneScheduleSpec) -> Outcome
             f"ServiceAccount {names.service_account}",
         )
     return Outcome([ready], writes)
-
-
-def _api_message(child: JSON, error: ApiException) -> str:
-    import json
-
-    try:
-        message = json.loads(error.body or "{}").get("message") or error.reason
-    except ValueError:
-        message = error.reason
-    return f"the API server refused {child['kind']} {child['metadata']['name']}: {message}"
 
 
 async def _delete_stale_roles(kube: Kube, inputs: PruneInputs) -> int:
@@ -407,7 +388,7 @@ async def run_schedule(
             kube, schedule, spec, dry_run=dry_run, registry_url=registry_url
         )
     except ValidationError as error:
-        problem = RunProblem("InvalidSpec", _validation_message(error))
+        problem = RunProblem("InvalidSpec", validation_message(error))
     except (InvalidSpec, ValueError) as error:
         problem = RunProblem("InvalidSpec", str(error))
     except RunProblem as error:

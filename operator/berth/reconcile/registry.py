@@ -53,6 +53,7 @@ from berth.k8s.kinds import (
 from berth.observability import RECONCILE_SECONDS, RECONCILES, REDACTOR
 from berth.reconcile.access import robots_for_htpasswd, state_secret_name
 from berth.reconcile.conditions import Cond, find, merge_conditions
+from berth.reconcile.invalid import InvalidSpec, api_message, validation_message
 from berth.reconcile.locks import ObjectLocks
 from berth.reconcile.unmanaged import probe_external
 from berth.resources import tokenserver
@@ -79,10 +80,6 @@ READY = RegistryConditionType.READY.value
 PROGRESSING = RegistryConditionType.PROGRESSING.value
 DEGRADED = RegistryConditionType.DEGRADED.value
 STORAGE_READY = RegistryConditionType.STORAGE_READY.value
-
-
-class InvalidSpec(Exception):
-    """The spec passed admission but cannot work; the message says why, for people."""
 
 
 @dataclass
@@ -141,17 +138,11 @@ async def _reconcile(kube: Kube, registry: JSON) -> Outcome:
         else:
             outcome = await _removed(kube, registry, spec)
     except ValidationError as error:
-        outcome = _invalid(_validation_message(error))
+        outcome = _invalid(validation_message(error))
     except InvalidSpec as error:
         outcome = _invalid(str(error))
     await _publish(kube, registry, outcome)
     return outcome
-
-
-def _validation_message(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first.get("loc", ()))
-    return f"spec.{where}: {first.get('msg')}" if where else str(first.get("msg"))
 
 
 def _invalid(message: str) -> Outcome:
@@ -389,7 +380,7 @@ async def _managed(kube: Kube, registry: JSON, spec: RegistrySpec) -> Outcome:
             written, state = await kube.ensure(child)
         except ApiException as error:
             if error.status in (400, 422):
-                raise InvalidSpec(_api_message(child, error)) from error
+                raise InvalidSpec(api_message(child, error)) from error
             raise
         writes += written
         live[(child["kind"], child["metadata"]["name"])] = state
@@ -404,16 +395,6 @@ async def _managed(kube: Kube, registry: JSON, spec: RegistrySpec) -> Outcome:
     outcome = await _observe(kube, inputs, live)
     outcome.writes = writes
     return outcome
-
-
-def _api_message(child: JSON, error: ApiException) -> str:
-    import json
-
-    try:
-        message = json.loads(error.body or "{}").get("message") or error.reason
-    except ValueError:
-        message = error.reason
-    return f"the API server refused {child['kind']} {child['metadata']['name']}: {message}"
 
 
 async def _delete_stale(
