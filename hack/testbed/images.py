@@ -199,6 +199,12 @@ class Pusher:
         )
         self._tokens: dict[str, str] = {}
         self._limit = asyncio.Semaphore(concurrency)
+        # One upload per (repository, digest): distribution's filesystem driver races
+        # when two uploads of the same blob into the same repository commit at once
+        # ("provided digest did not match uploaded content").
+        # Manifests are stored as blobs too, so puts of one manifest are serialised alike.
+        self._uploads: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._manifest_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Pusher:
@@ -227,6 +233,13 @@ class Pusher:
         await asyncio.gather(*(one(*item) for item in items))
 
     async def _ensure_blob(self, repository: str, blob: Blob) -> None:
+        key = (repository, blob.digest)
+        task = self._uploads.get(key)
+        if task is None:
+            task = self._uploads[key] = asyncio.ensure_future(self._upload(repository, blob))
+        await asyncio.shield(task)
+
+    async def _upload(self, repository: str, blob: Blob) -> None:
         status, _, _ = await self._request("HEAD", repository, f"blobs/{blob.digest}")
         if status == 200:
             return
@@ -246,6 +259,13 @@ class Pusher:
             raise PushError(f"uploading {blob.digest} to {repository}: {status} {body!r}")
 
     async def _put_manifest(self, repository: str, reference: str, item: Image | Index) -> None:
+        lock = self._manifest_locks.setdefault((repository, item.digest), asyncio.Lock())
+        async with lock:
+            await self._put_manifest_once(repository, reference, item)
+
+    async def _put_manifest_once(
+        self, repository: str, reference: str, item: Image | Index
+    ) -> None:
         status, _, body = await self._request(
             "PUT",
             repository,
