@@ -17,14 +17,12 @@ object's resourceVersion as precondition, so neither drops the other's condition
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import datetime
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
-from urllib.parse import urlsplit
 
 from kubernetes import client as k8s_client
 from pydantic import ValidationError
@@ -36,36 +34,32 @@ from berth.api.pruneschedule import (
     PruneScheduleConditionType,
     PruneScheduleSpec,
 )
-from berth.api.registry import AuthMode, ManagementState, RegistrySpec, TLSMode
+from berth.api.registry import ManagementState, RegistrySpec
 from berth.constants import PRUNE_SCHEDULE_KIND, operator_image
 from berth.k8s.api import JSON, ApiException, Kube
 from berth.k8s.events import post_event
 from berth.k8s.kinds import (
     CLUSTER_ROLE,
     CLUSTER_ROLE_BINDING,
-    CONFIG_MAP,
     PRUNE_SCHEDULE,
     REGISTRY,
     ROLE,
     ROLE_BINDING,
-    SECRET,
-    SERVICE,
 )
-from berth.observability import RECONCILE_SECONDS, RECONCILES, REDACTOR
+from berth.observability import RECONCILE_SECONDS, RECONCILES
 from berth.prune.gc import GCTimeouts, skip_reason
 from berth.prune.retention import Action, RetentionRules
 from berth.prune.run import (
     Progress,
     PruneRequest,
-    RegistryAccess,
     RunReport,
     ScopedSelection,
     execute,
 )
 from berth.reconcile.conditions import Cond, find, merge_conditions, now_rfc3339
+from berth.reconcile.endpoints import RegistryProblem, registry_access
 from berth.reconcile.invalid import InvalidSpec, api_message, validation_message
 from berth.reconcile.locks import ObjectLocks
-from berth.reconcile.unmanaged import SecretProblem, credentials_from_secret
 from berth.resources.pruneschedule import (
     PruneInputs,
     PruneNames,
@@ -74,7 +68,6 @@ from berth.resources.pruneschedule import (
     unowned_children,
     unowned_selector,
 )
-from berth.resources.registry import RegistryNames, service_hosts
 
 logger = logging.getLogger(__name__)
 
@@ -314,12 +307,8 @@ async def _publish_conditions(kube: Kube, schedule: JSON, conditions: list[Cond]
 # -- one run ---------------------------------------------------------------------------
 
 
-class RunProblem(Exception):
-    """The run cannot start: `reason` is a CamelCase word, the message says why."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+# The run cannot start: `reason` is a CamelCase word, the message says why.
+RunProblem = RegistryProblem
 
 
 @dataclass
@@ -548,11 +537,6 @@ def run_condition(report: RunReport) -> Cond:
 # -- resolving the registry ------------------------------------------------------------------
 
 
-def _decode(obj: JSON | None, key: str) -> str | None:
-    value = ((obj or {}).get("data") or {}).get(key)
-    return base64.b64decode(value).decode() if value else None
-
-
 async def resolve_request(
     kube: Kube,
     schedule: JSON,
@@ -579,10 +563,7 @@ async def resolve_request(
     cross = registry_ns != namespace
     if cross:
         raise RunProblem("CrossNamespaceRefused", CROSS_NAMESPACE_REFUSED)
-    if registry_spec.management_state is ManagementState.UNMANAGED:
-        access = await _unmanaged_access(kube, registry, registry_spec, registry_url)
-    else:
-        access = await _managed_access(kube, registry, registry_spec, registry_url)
+    access = await registry_access(kube, registry, registry_spec, registry_url)
     retention = spec.retention
     selection = ScopedSelection(
         include=tuple(expand_namespace(p, namespace) for p in spec.repositories.include),
@@ -613,113 +594,3 @@ async def resolve_request(
         garbage_collect=spec.garbage_collect.enabled and gc_possible,
         gc_note=gc_note,
     )
-
-
-def _host(url: str) -> str:
-    return urlsplit(url if "://" in url else f"//{url}").netloc
-
-
-async def _managed_access(
-    kube: Kube, registry: JSON, spec: RegistrySpec, registry_url: str | None
-) -> RegistryAccess:
-    namespace, name = registry["metadata"]["namespace"], registry["metadata"]["name"]
-    names = RegistryNames(name)
-    status = registry.get("status") or {}
-    endpoint = status.get("endpoint") or {}
-    port = spec.expose.service.port
-    tls = spec.tls.mode is not TLSMode.DISABLED
-    internal = endpoint.get("internal") or f"{names.service}.{namespace}.svc:{port}"
-    url = registry_url or f"{'https' if tls else 'http'}://{internal}"
-
-    username = password = None
-    if spec.auth.mode is not AuthMode.NONE:
-        secret = await kube.get(SECRET, namespace, names.admin)
-        if secret is None:
-            raise RunProblem(
-                "CredentialsNotFound",
-                f"Secret {namespace}/{names.admin} (Berth's admin credential for the registry) "
-                "does not exist yet",
-            )
-        try:
-            credentials = credentials_from_secret(secret, url)
-        except SecretProblem as problem:
-            raise RunProblem(
-                "CredentialsNotFound", f"Secret {namespace}/{names.admin} {problem}"
-            ) from problem
-        REDACTOR.register(credentials.password)
-        username, password = credentials.username, credentials.password
-
-    ca_pem = None
-    if spec.tls.mode is TLSMode.SELF_SIGNED:
-        # ConfigMap data is plain text, not base64.
-        config_map = await kube.get(CONFIG_MAP, namespace, names.ca_config_map)
-        ca_pem = ((config_map or {}).get("data") or {}).get("ca.crt")
-        if not ca_pem and registry_url is None:
-            raise RunProblem(
-                "CANotFound", f"ConfigMap {namespace}/{names.ca_config_map} has no ca.crt yet"
-            )
-    elif spec.tls.mode in (TLSMode.SECRET, TLSMode.CERT_MANAGER):
-        secret_name = spec.tls.secret_name if spec.tls.mode is TLSMode.SECRET else names.tls
-        ca_pem = _decode(await kube.get(SECRET, namespace, str(secret_name)), "ca.crt")
-
-    hosts = [
-        f"{names.service}:{port}",
-        f"{names.service}.{namespace}:{port}",
-        *service_hosts(names.service, namespace, port),
-    ]
-    service = await kube.get(SERVICE, namespace, names.service)
-    cluster_ip = ((service or {}).get("spec") or {}).get("clusterIP")
-    if cluster_ip and cluster_ip != "None":
-        hosts.append(f"{cluster_ip}:{port}")
-    expose = spec.expose
-    for host in (
-        endpoint.get("external"),
-        expose.route.host if expose.route else None,
-        expose.ingress.host if expose.ingress else None,
-        _host(registry_url) if registry_url else None,
-    ):
-        if host:
-            hosts.append(host)
-    return RegistryAccess(url, tuple(dict.fromkeys(hosts)), username, password, ca_pem)
-
-
-async def _unmanaged_access(
-    kube: Kube, registry: JSON, spec: RegistrySpec, registry_url: str | None
-) -> RegistryAccess:
-    external = spec.external
-    assert external is not None  # admission requires it
-    namespace = registry["metadata"]["namespace"]
-    url = registry_url or external.url
-    username = password = None
-    if external.credentials_secret_ref is not None:
-        secret_name = external.credentials_secret_ref.name
-        secret = await kube.get(SECRET, namespace, secret_name)
-        if secret is None:
-            raise RunProblem(
-                "CredentialsNotFound",
-                f"spec.external.credentialsSecretRef of the Registry: Secret "
-                f"{namespace}/{secret_name} does not exist",
-            )
-        try:
-            credentials = credentials_from_secret(secret, external.url)
-        except SecretProblem as problem:
-            raise RunProblem(
-                "CredentialsNotFound", f"Secret {namespace}/{secret_name} {problem}"
-            ) from problem
-        REDACTOR.register(credentials.password)
-        username, password = credentials.username, credentials.password
-    ca_pem = None
-    if external.ca_secret_ref is not None:
-        ref = external.ca_secret_ref
-        ca_pem = _decode(await kube.get(SECRET, namespace, ref.name), ref.key)
-        if ca_pem is None:
-            raise RunProblem(
-                "CANotFound",
-                f"spec.external.caSecretRef: Secret {namespace}/{ref.name} has no key {ref.key!r}",
-            )
-    endpoint = (registry.get("status") or {}).get("endpoint") or {}
-    hosts = [_host(external.url)]
-    for extra in (endpoint.get("external"), registry_url):
-        if extra:
-            hosts.append(_host(extra))
-    return RegistryAccess(url, tuple(dict.fromkeys(hosts)), username, password, ca_pem)

@@ -1,0 +1,149 @@
+"""How the operator reaches a Registry: its URL, credentials, CA, and every host name
+images in the cluster may call it by. Shared by prune runs and TagPolicies."""
+
+from __future__ import annotations
+
+import base64
+from urllib.parse import urlsplit
+
+from berth.api.registry import AuthMode, ManagementState, RegistrySpec, TLSMode
+from berth.k8s.api import JSON, Kube
+from berth.k8s.kinds import CONFIG_MAP, SECRET, SERVICE
+from berth.observability import REDACTOR
+from berth.prune.run import RegistryAccess
+from berth.reconcile.unmanaged import SecretProblem, credentials_from_secret
+from berth.resources.registry import RegistryNames, service_hosts
+
+
+class RegistryProblem(Exception):
+    """The registry cannot be used yet: `reason` is a CamelCase word, the message says
+    why."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+async def registry_access(
+    kube: Kube, registry: JSON, spec: RegistrySpec, registry_url: str | None = None
+) -> RegistryAccess:
+    """URL, credentials and CA for the operator's own requests to `registry`;
+    `registry_url` overrides the URL (e.g. a port-forward for `berth prune`)."""
+    if spec.management_state is ManagementState.UNMANAGED:
+        return await _unmanaged_access(kube, registry, spec, registry_url)
+    return await _managed_access(kube, registry, spec, registry_url)
+
+
+def _decode(obj: JSON | None, key: str) -> str | None:
+    value = ((obj or {}).get("data") or {}).get(key)
+    return base64.b64decode(value).decode() if value else None
+
+
+def _host(url: str) -> str:
+    return urlsplit(url if "://" in url else f"//{url}").netloc
+
+
+async def _managed_access(
+    kube: Kube, registry: JSON, spec: RegistrySpec, registry_url: str | None
+) -> RegistryAccess:
+    namespace, name = registry["metadata"]["namespace"], registry["metadata"]["name"]
+    names = RegistryNames(name)
+    status = registry.get("status") or {}
+    endpoint = status.get("endpoint") or {}
+    port = spec.expose.service.port
+    tls = spec.tls.mode is not TLSMode.DISABLED
+    internal = endpoint.get("internal") or f"{names.service}.{namespace}.svc:{port}"
+    url = registry_url or f"{'https' if tls else 'http'}://{internal}"
+
+    username = password = None
+    if spec.auth.mode is not AuthMode.NONE:
+        secret = await kube.get(SECRET, namespace, names.admin)
+        if secret is None:
+            raise RegistryProblem(
+                "CredentialsNotFound",
+                f"Secret {namespace}/{names.admin} (Berth's admin credential for the registry) "
+                "does not exist yet",
+            )
+        try:
+            credentials = credentials_from_secret(secret, url)
+        except SecretProblem as problem:
+            raise RegistryProblem(
+                "CredentialsNotFound", f"Secret {namespace}/{names.admin} {problem}"
+            ) from problem
+        REDACTOR.register(credentials.password)
+        username, password = credentials.username, credentials.password
+
+    ca_pem = None
+    if spec.tls.mode is TLSMode.SELF_SIGNED:
+        # ConfigMap data is plain text, not base64.
+        config_map = await kube.get(CONFIG_MAP, namespace, names.ca_config_map)
+        ca_pem = ((config_map or {}).get("data") or {}).get("ca.crt")
+        if not ca_pem and registry_url is None:
+            raise RegistryProblem(
+                "CANotFound", f"ConfigMap {namespace}/{names.ca_config_map} has no ca.crt yet"
+            )
+    elif spec.tls.mode in (TLSMode.SECRET, TLSMode.CERT_MANAGER):
+        secret_name = spec.tls.secret_name if spec.tls.mode is TLSMode.SECRET else names.tls
+        ca_pem = _decode(await kube.get(SECRET, namespace, str(secret_name)), "ca.crt")
+
+    hosts = [
+        f"{names.service}:{port}",
+        f"{names.service}.{namespace}:{port}",
+        *service_hosts(names.service, namespace, port),
+    ]
+    service = await kube.get(SERVICE, namespace, names.service)
+    cluster_ip = ((service or {}).get("spec") or {}).get("clusterIP")
+    if cluster_ip and cluster_ip != "None":
+        hosts.append(f"{cluster_ip}:{port}")
+    expose = spec.expose
+    for host in (
+        endpoint.get("external"),
+        expose.route.host if expose.route else None,
+        expose.ingress.host if expose.ingress else None,
+        _host(registry_url) if registry_url else None,
+    ):
+        if host:
+            hosts.append(host)
+    return RegistryAccess(url, tuple(dict.fromkeys(hosts)), username, password, ca_pem)
+
+
+async def _unmanaged_access(
+    kube: Kube, registry: JSON, spec: RegistrySpec, registry_url: str | None
+) -> RegistryAccess:
+    external = spec.external
+    assert external is not None  # admission requires it
+    namespace = registry["metadata"]["namespace"]
+    url = registry_url or external.url
+    username = password = None
+    if external.credentials_secret_ref is not None:
+        secret_name = external.credentials_secret_ref.name
+        secret = await kube.get(SECRET, namespace, secret_name)
+        if secret is None:
+            raise RegistryProblem(
+                "CredentialsNotFound",
+                f"spec.external.credentialsSecretRef of the Registry: Secret "
+                f"{namespace}/{secret_name} does not exist",
+            )
+        try:
+            credentials = credentials_from_secret(secret, external.url)
+        except SecretProblem as problem:
+            raise RegistryProblem(
+                "CredentialsNotFound", f"Secret {namespace}/{secret_name} {problem}"
+            ) from problem
+        REDACTOR.register(credentials.password)
+        username, password = credentials.username, credentials.password
+    ca_pem = None
+    if external.ca_secret_ref is not None:
+        ref = external.ca_secret_ref
+        ca_pem = _decode(await kube.get(SECRET, namespace, ref.name), ref.key)
+        if ca_pem is None:
+            raise RegistryProblem(
+                "CANotFound",
+                f"spec.external.caSecretRef: Secret {namespace}/{ref.name} has no key {ref.key!r}",
+            )
+    endpoint = (registry.get("status") or {}).get("endpoint") or {}
+    hosts = [_host(external.url)]
+    for extra in (endpoint.get("external"), registry_url):
+        if extra:
+            hosts.append(_host(extra))
+    return RegistryAccess(url, tuple(dict.fromkeys(hosts)), username, password, ca_pem)
