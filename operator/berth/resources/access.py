@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from berth.api.common import LabelSelector, expand_namespace
+from berth.api.common import LabelSelector, expand_namespace, glob_match
 from berth.api.registry import AccessGrant, Permission
 from berth.constants import ANNOTATION_PULL_SECRETS
 from berth.resources.registry import secret
@@ -54,6 +54,39 @@ def _matches(selector: LabelSelector, namespace_labels: Mapping[str, str]) -> bo
     return True
 
 
+def _selects(grant: AccessGrant, name: str, namespace_labels: Mapping[str, str]) -> bool:
+    if grant.namespaces is not None:
+        return name in grant.namespaces
+    assert grant.namespace_selector is not None
+    return _matches(grant.namespace_selector, namespace_labels)
+
+
+def namespace_may(
+    grants: Iterable[AccessGrant],
+    registry_namespace: str,
+    namespace: Mapping[str, Any],
+    repository: str,
+    permission: Permission,
+) -> bool:
+    """Whether `namespace` (the object) may pull from, or push to, `repository` by the
+    Registry's grants. The Registry's own namespace may do anything: whoever can edit the
+    Registry can grant it anything. Unlike select_namespaces, grants are not merged: a
+    push needs one grant that gives push and covers the repository."""
+    metadata = namespace.get("metadata") or {}
+    name = str(metadata.get("name"))
+    if name == registry_namespace:
+        return True
+    namespace_labels = metadata.get("labels") or {}
+    for grant in grants:
+        if permission is Permission.PUSH and grant.permission is not Permission.PUSH:
+            continue
+        if not _selects(grant, name, namespace_labels):
+            continue
+        if any(glob_match(expand_namespace(r, name), repository) for r in grant.repositories):
+            return True
+    return False
+
+
 def select_namespaces(
     grants: Iterable[AccessGrant], namespaces: Iterable[Mapping[str, Any]]
 ) -> dict[str, NamespaceAccess]:
@@ -73,12 +106,7 @@ def select_namespaces(
             continue
         namespace_labels = metadata.get("labels") or {}
         for grant in grants:
-            if grant.namespaces is not None:
-                selected = name in grant.namespaces
-            else:
-                assert grant.namespace_selector is not None
-                selected = _matches(grant.namespace_selector, namespace_labels)
-            if not selected:
+            if not _selects(grant, name, namespace_labels):
                 continue
             actions, repositories, accounts = merged.setdefault(name, (set(), set(), set()))
             actions.add("pull")

@@ -91,6 +91,11 @@ class RegistryNames:
         return f"{self.registry}-admin"
 
     @property
+    def notifications(self) -> str:
+        """The shared secret a registry's notifications must carry (key `token`)."""
+        return f"{self.registry}-notifications"
+
+    @property
     def token_server(self) -> str:
         return f"{self.registry}-auth"
 
@@ -273,6 +278,23 @@ def secret(
         labels=labels,
         type=secret_type,
         data=data,
+    )
+
+
+def notifications_secret(registry: dict[str, Any], token: str) -> dict[str, Any]:
+    """The Secret holding the token the registry sends as `Authorization: Bearer` with
+    its notifications to the operator."""
+    metadata = registry["metadata"]
+    names = RegistryNames(metadata["name"])
+    return owned_by(
+        secret(
+            metadata["namespace"],
+            names.notifications,
+            labels(metadata["name"], "notifications"),
+            "Opaque",
+            {"token": _b64(token)},
+        ),
+        registry,
     )
 
 
