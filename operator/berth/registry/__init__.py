@@ -1,4 +1,4 @@
-"""The OCI distribution client, image references and registry inventories."""
+"""The OCI distribution client, image references, registry inventories and image copies."""
 
 from berth.registry.client import (
     DigestCache,
@@ -7,11 +7,14 @@ from berth.registry.client import (
     ManifestInfo,
     RegistryClient,
     RegistryError,
+    TransferInterruptedError,
 )
+from berth.registry.copy import CopyResult, copy_image
 from berth.registry.inventory import RepositoryInventory, inventory
 from berth.registry.reference import InvalidReference, Reference, parse_digest, parse_reference
 
 __all__ = [
+    "CopyResult",
     "DigestCache",
     "DigestMismatchError",
     "InvalidReference",
@@ -21,6 +24,8 @@ __all__ = [
     "RegistryClient",
     "RegistryError",
     "RepositoryInventory",
+    "TransferInterruptedError",
+    "copy_image",
     "inventory",
     "parse_digest",
     "parse_reference",

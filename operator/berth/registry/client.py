@@ -1,15 +1,27 @@
 """An asynchronous client for the OCI distribution API, on aiohttp.
 
+It reads (catalog, tags, manifests, blobs), deletes manifests, and writes: blobs
+(monolithic upload, cross-repository mount, or a chunked stream from another client),
+and manifests (the exact bytes, so the digest is kept).
+
 What it does for its callers:
 - sends the full manifest Accept list on every manifest request (distribution 2.8
   answers an OCI manifest 404 and a Docker manifest 400 without it, and silently swaps a
   manifest list for its linux/amd64 child when fetched by tag);
-- checks every manifest and blob it reads against its digest;
+- checks every manifest and blob it reads against its digest; a written blob or manifest
+  is checked by the registry (a DIGEST_INVALID answer raises DigestMismatchError) and a
+  written manifest's announced digest against its bytes;
 - follows `Link` pages of the catalog and of tag lists, and shrinks the catalog page when
   the registry refuses `n` above its `catalog.maxentries`;
 - answers Basic and Bearer (Docker token) challenges; tokens are cached per scope;
 - bounds the requests in flight, and retries 429, 5xx and connection errors with
-  exponential backoff, honouring Retry-After;
+  exponential backoff, honouring Retry-After. Request bodies are bytes, so a retry sends
+  them again; a streamed blob copy cannot be resent and is retried whole instead, with a
+  new upload session. A stream holds a request slot of each side while it runs; within
+  one registry, two slots (one at a concurrency of 1) taken together, so that two such
+  copies cannot deadlock each holding one and waiting for a second;
+- serialises writes of one digest into one repository (distribution's filesystem driver
+  races when two uploads of the same blob commit at once);
 - caches what a digest names (it never changes) in bounded LRU maps, so a repeated
   inventory costs one request per tag.
 
@@ -20,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import email.utils
 import hashlib
@@ -28,8 +41,9 @@ import random
 import re
 import ssl
 import time
+import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 
@@ -53,6 +67,8 @@ IMAGE_CONFIG_MEDIA_TYPES: Final = frozenset(
 )
 # An image config is a few kB; a bigger one is not worth reading for its `created`.
 MAX_CONFIG_BYTES: Final = 4 * 1024 * 1024
+# Read and write size of a streamed blob copy.
+STREAM_CHUNK_BYTES: Final = 1024 * 1024
 
 CATALOG_SCOPE: Final = "registry:catalog:*"
 RETRIED_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
@@ -90,12 +106,19 @@ class DigestMismatchError(RegistryError):
     """Content did not hash to the digest it was fetched by or announced with."""
 
 
+class TransferInterruptedError(RegistryError):
+    """A streamed blob copy broke off (lost connection, timeout, 429 or 5xx) and its
+    retries, each of the whole blob, were used up."""
+
+
 @dataclass(frozen=True, slots=True)
 class Descriptor:
     media_type: str
     digest: str
     size: int
     platform: str | None = None  # "os/arch[/variant]" for the children of an index
+    # Where a foreign (non-distributable) layer can be downloaded instead of the registry.
+    urls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +213,9 @@ class RequestStats:
     requests: int = 0
     retries: int = 0
     token_fetches: int = 0
+    blobs_uploaded: int = 0  # by push_blob and copy_blob_stream, into this registry
+    bytes_uploaded: int = 0
+    blobs_mounted: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,11 +316,13 @@ def _descriptor(document: object, *, with_platform: bool = False) -> Descriptor:
     if with_platform and isinstance(document.get("platform"), dict):
         parts = [document["platform"].get(k) for k in ("os", "architecture", "variant")]
         platform = "/".join(str(p) for p in parts if p)
+    urls = document.get("urls")
     return Descriptor(
         media_type=str(document.get("mediaType", "")),
         digest=parse_digest(str(document["digest"])),
         size=int(document.get("size", 0)),
         platform=platform,
+        urls=tuple(str(url) for url in urls) if isinstance(urls, list) else (),
     )
 
 
@@ -324,6 +352,39 @@ def parse_manifest(digest: str, raw: bytes, content_type: str | None = None) -> 
     except (KeyError, ValueError, TypeError, InvalidReference) as error:
         raise RegistryError(f"manifest {digest} has a malformed descriptor: {error}") from error
     return Manifest(digest, media_type, raw)
+
+
+def _with_digest(location: URL, digest: str) -> URL:
+    """The upload URL with `digest=` added to whatever query it already has (the registry's
+    own `_state`, kept byte for byte)."""
+    separator = "&" if location.raw_query_string else "?"
+    return URL(f"{location.with_fragment(None)}{separator}digest={digest}", encoded=True)
+
+
+@contextlib.asynccontextmanager
+async def _transfer_slots(source: RegistryClient, target: RegistryClient) -> AsyncIterator[None]:
+    """The request slots a streamed copy holds while both its requests are open.
+
+    Within one client: two slots (one at a concurrency of 1), acquired under a lock so
+    that no two copies each hold one and wait for a second. Between two clients: one of
+    each, always in the same order, so that copies A->B and B->A cannot deadlock either.
+    """
+    if source is target:
+        wanted = min(2, source._concurrency)
+        held = 0
+        try:
+            async with source._pair_lock:
+                while held < wanted:
+                    await source._limit.acquire()
+                    held += 1
+            yield
+        finally:
+            for _ in range(held):
+                source._limit.release()
+        return
+    first, second = sorted((source, target), key=id)
+    async with first._limit, second._limit:
+        yield
 
 
 class RegistryClient:
@@ -371,6 +432,16 @@ class RegistryClient:
         self._tokens: dict[str, _Token] = {}
         self._catalog_page_size: int | None = None
         self._token_locks: dict[str, asyncio.Lock] = {}
+        # Blob and manifest transfers: no total deadline, but one per connect and read.
+        self._transfer_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeout, sock_read=timeout
+        )
+        # Taken by a stream copy within this registry to acquire its two slots at once.
+        self._pair_lock = asyncio.Lock()
+        # (repository, digest) -> the lock serialising writes of that digest there.
+        self._write_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     async def __aenter__(self) -> RegistryClient:
         self._open()
@@ -381,7 +452,10 @@ class RegistryClient:
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._concurrency, ssl=self._ssl)
+            # The semaphore bounds the requests; the pool only must not be the tighter
+            # bound, and a stream copy within the registry needs two connections even
+            # at a concurrency of 1.
+            connector = aiohttp.TCPConnector(limit=max(2, self._concurrency), ssl=self._ssl)
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session
 
@@ -480,11 +554,12 @@ class RegistryClient:
         )
 
     async def get_blob(self, repository: str, digest: str) -> bytes:
-        """A blob's bytes, checked against its digest. Read whole: meant for configs."""
+        """A blob's bytes, checked against its digest. Read whole: meant for configs and
+        small layers (copy_blob_stream copies big ones)."""
         _check_repository(repository)
         parse_digest(digest)
         url = self._url(f"/v2/{repository}/blobs/{digest}")
-        response = await self._send("GET", url, scope=self._pull(repository))
+        response = await self._send("GET", url, scope=self._pull(repository), transfer=True)
         self._expect(response, f"blob {repository}@{digest}", 200)
         self._verified_digest(response, digest, f"blob {repository}@{digest}")
         return response.body
@@ -522,6 +597,144 @@ class RegistryClient:
         self._expect(response, f"delete {repository}@{digest}", 202)
         return True
 
+    async def blob_exists(self, repository: str, digest: str) -> bool:
+        """Whether the repository has the blob (HEAD: 200 yes, 404 no)."""
+        _check_repository(repository)
+        parse_digest(digest)
+        url = self._url(f"/v2/{repository}/blobs/{digest}")
+        response = await self._send("HEAD", url, scope=self._pull(repository))
+        if response.status == 404:
+            return False
+        self._expect(response, f"blob {repository}@{digest}", 200)
+        return True
+
+    async def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
+        """Link a blob of `from_repository` (same registry) into `repository`, no bytes
+        moved. False when the registry started an ordinary upload instead (it does when
+        the source does not have the blob, or it does not mount); that upload is
+        cancelled."""
+        _check_repository(repository)
+        _check_repository(from_repository)
+        parse_digest(digest)
+        url = self._url(f"/v2/{repository}/blobs/uploads/").with_query(
+            [("mount", digest), ("from", from_repository)]
+        )
+        scope = f"{self._push(repository)} {self._pull(from_repository)}"
+        async with self._write_lock(repository, digest):
+            response = await self._send("POST", url, scope=scope)
+        if response.status == 201:
+            self.stats.blobs_mounted += 1
+            return True
+        self._expect(
+            response, f"mounting blob {digest} from {from_repository} to {repository}", 202
+        )
+        if response.headers.get("Location"):
+            await self._cancel_upload(repository, self._location(response, "mount"))
+        return False
+
+    async def push_blob(self, repository: str, digest: str, data: bytes) -> None:
+        """Upload a blob in one request (POST, then a monolithic PUT). The registry checks
+        the digest: DigestMismatchError when the bytes do not hash to it."""
+        _check_repository(repository)
+        parse_digest(digest)
+        what = f"uploading blob {digest} to {repository}"
+        async with self._write_lock(repository, digest):
+            location = await self._start_upload(repository, what)
+            try:
+                response = await self._send(
+                    "PUT",
+                    _with_digest(location, digest),
+                    scope=self._push(repository),
+                    data=data,
+                    headers={"Content-Type": "application/octet-stream"},
+                    transfer=True,
+                )
+                code, _ = _error_code_and_message(response.body)
+                # A PUT resent after a lost answer finds its upload already committed.
+                if not (
+                    response.status == 404
+                    and code == "BLOB_UPLOAD_UNKNOWN"
+                    and await self.blob_exists(repository, digest)
+                ):
+                    self._expect(response, what, 201)
+            except Exception:
+                await self._cancel_upload(repository, location)
+                raise
+        self.stats.blobs_uploaded += 1
+        self.stats.bytes_uploaded += len(data)
+
+    async def copy_blob_stream(
+        self,
+        repository: str,
+        digest: str,
+        source: RegistryClient,
+        from_repository: str,
+        *,
+        chunk_size: int = STREAM_CHUNK_BYTES,
+    ) -> int:
+        """Copy a blob from `source` (another client, or this one) chunk by chunk: the GET
+        from the source feeds the PUT into this registry, so the blob is never held in
+        memory. This registry checks the digest on the PUT (DigestMismatchError).
+
+        A broken stream (lost connection, timeout, 429 or 5xx of either side) cannot be
+        resent; the copy is retried whole with a new upload session, at most `retries`
+        times, then TransferInterruptedError. Returns the bytes copied.
+        """
+        _check_repository(repository)
+        _check_repository(from_repository)
+        parse_digest(digest)
+        what = f"streaming blob {digest} from {source.base_url}/{from_repository} to {repository}"
+        async with self._write_lock(repository, digest):
+            attempt = 0
+            while True:
+                try:
+                    copied = await self._stream_blob_once(
+                        repository, digest, source, from_repository, chunk_size, what
+                    )
+                except TransferInterruptedError:
+                    if attempt >= self._retries:
+                        raise
+                    await self._pause(attempt, None)
+                    attempt += 1
+                    continue
+                self.stats.blobs_uploaded += 1
+                self.stats.bytes_uploaded += copied
+                return copied
+
+    async def put_manifest(
+        self, repository: str, reference: str, raw: bytes, media_type: str
+    ) -> str:
+        """Store the manifest bytes unchanged as repository:reference (a tag, or its own
+        digest); returns its digest. Whatever it references must be in the repository."""
+        _check_repository(repository)
+        _check_reference(reference)
+        algorithm = reference.partition(":")[0] if ":" in reference else "sha256"
+        digest = content_digest(raw, algorithm)
+        what = f"putting manifest {_label(repository, reference)}"
+        if ":" in reference and digest != reference:
+            raise DigestMismatchError(f"{what}: the bytes hash to {digest}")
+        url = self._url(f"/v2/{repository}/manifests/{reference}")
+        # Manifests are stored as blobs: a put of the same one races alike.
+        async with self._write_lock(repository, digest):
+            response = await self._send(
+                "PUT",
+                url,
+                scope=self._push(repository),
+                data=raw,
+                headers={"Content-Type": media_type},
+            )
+        self._expect(response, what, 201)
+        announced = response.headers.get("Docker-Content-Digest")
+        if announced is not None:
+            announced_algorithm = announced.partition(":")[0]
+            if announced_algorithm != algorithm:
+                digest = content_digest(raw, announced_algorithm)
+            if announced != digest:
+                raise DigestMismatchError(
+                    f"{what}: the registry stored {announced}, the bytes hash to {digest}"
+                )
+        return digest
+
     # -- plumbing ----------------------------------------------------------------------
 
     def _url(self, path: str) -> URL:
@@ -532,11 +745,148 @@ class RegistryClient:
         return f"repository:{repository}:pull"
 
     @staticmethod
-    def _expect(response: _Response, what: str, status: int) -> None:
+    def _push(repository: str) -> str:
+        return f"repository:{repository}:pull,push"
+
+    def _write_lock(self, repository: str, digest: str) -> asyncio.Lock:
+        key = (repository, digest)
+        lock = self._write_locks.get(key)
+        if lock is None:
+            lock = self._write_locks[key] = asyncio.Lock()
+        return lock
+
+    @staticmethod
+    def _location(response: _Response, what: str) -> URL:
+        """The upload session's URL; the Location may be relative or absolute."""
+        location = response.headers.get("Location")
+        if not location:
+            raise RegistryError(f"{what}: HTTP {response.status} without a Location")
+        return response.url.join(URL(location, encoded=True))
+
+    async def _start_upload(self, repository: str, what: str) -> URL:
+        url = self._url(f"/v2/{repository}/blobs/uploads/")
+        response = await self._send("POST", url, scope=self._push(repository))
+        self._expect(response, f"{what}: starting the upload", 202)
+        return self._location(response, what)
+
+    async def _cancel_upload(self, repository: str, location: URL) -> None:
+        """Best effort: the registry purges abandoned uploads itself, eventually."""
+        with contextlib.suppress(RegistryError):
+            await self._send("DELETE", location, scope=self._push(repository))
+
+    async def _stream_blob_once(
+        self,
+        repository: str,
+        digest: str,
+        source: RegistryClient,
+        from_repository: str,
+        chunk_size: int,
+        what: str,
+    ) -> int:
+        """One attempt of copy_blob_stream, in a new upload session."""
+        location = await self._start_upload(repository, what)
+        try:
+            return await self._stream_into(
+                repository, location, digest, source, from_repository, chunk_size, what
+            )
+        except Exception:
+            await self._cancel_upload(repository, location)
+            raise
+
+    async def _stream_into(
+        self,
+        repository: str,
+        location: URL,
+        digest: str,
+        source: RegistryClient,
+        from_repository: str,
+        chunk_size: int,
+        what: str,
+    ) -> int:
+        get_url = source._url(f"/v2/{from_repository}/blobs/{digest}")
+        put_url = _with_digest(location, digest)
+        pull = source._pull(from_repository)
+        challenged = False
+        while True:
+            # Credentials first: a token fetch takes a request slot of its own.
+            get_headers = {"Accept-Encoding": "identity"}
+            get_authorization = await source._authorization(pull)
+            if get_authorization:
+                get_headers["Authorization"] = get_authorization
+            put_headers = {"Content-Type": "application/octet-stream"}
+            put_authorization = await self._authorization(self._push(repository))
+            if put_authorization:
+                put_headers["Authorization"] = put_authorization
+            copied = 0
+
+            async def chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+                nonlocal copied
+                async for chunk in response.content.iter_chunked(chunk_size):
+                    copied += len(chunk)
+                    yield chunk
+
+            refused: _Response | None = None
+            put: _Response | None = None
+            try:
+                async with _transfer_slots(source, self):
+                    source.stats.requests += 1
+                    async with source._open().get(
+                        get_url, headers=get_headers, timeout=source._transfer_timeout
+                    ) as got:
+                        if got.status != 200:
+                            body = await got.read()
+                            refused = _Response(got.status, got.headers, body, got.url, None)
+                        else:
+                            if (
+                                got.content_length is not None
+                                and "Content-Encoding" not in got.headers
+                            ):
+                                put_headers["Content-Length"] = str(got.content_length)
+                            self.stats.requests += 1
+                            async with self._open().put(
+                                put_url,
+                                data=chunks(got),
+                                headers=put_headers,
+                                timeout=self._transfer_timeout,
+                            ) as answer:
+                                body = await answer.read()
+                                put = _Response(
+                                    answer.status, answer.headers, body, answer.url, None
+                                )
+            except aiohttp.ClientSSLError as error:
+                raise RegistryError(f"{what}: TLS: {error}") from error
+            except (aiohttp.ClientError, TimeoutError) as error:
+                raise TransferInterruptedError(
+                    f"{what}: {type(error).__name__}: {error} (after {copied} bytes)"
+                ) from error
+            if put is not None:
+                if put.status in RETRIED_STATUSES:
+                    self._expect(put, what, 201, error_class=TransferInterruptedError)
+                self._expect(put, what, 201)
+                return copied
+            assert refused is not None
+            if refused.status == 401 and not challenged:
+                challenged = True
+                if await source._answer_challenge(refused, pull, get_authorization):
+                    continue
+            error_class = (
+                TransferInterruptedError if refused.status in RETRIED_STATUSES else RegistryError
+            )
+            self._expect(refused, f"{what}: reading the source", 200, error_class=error_class)
+
+    @staticmethod
+    def _expect(
+        response: _Response,
+        what: str,
+        status: int,
+        *,
+        error_class: type[RegistryError] = RegistryError,
+    ) -> None:
         if response.status == status:
             return
         code, message = _error_code_and_message(response.body)
-        error_class = DigestMismatchError if code == "DIGEST_INVALID" else RegistryError
+        if code == "DIGEST_INVALID":
+            error_class = DigestMismatchError
         raise error_class(
             f"{what}: HTTP {response.status}"
             + (f" {code}" if code else "")
@@ -577,24 +927,42 @@ class RegistryClient:
         return ceiling * (0.5 + random.random() / 2)  # noqa: S311 - not cryptographic
 
     async def _send(
-        self, method: str, url: URL, *, scope: str, accept: str | None = None
+        self,
+        method: str,
+        url: URL,
+        *,
+        scope: str,
+        accept: str | None = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        transfer: bool = False,
     ) -> _Response:
         """One request with authentication and retries; the caller checks the status.
 
-        `scope` is the token scope the request needs ("" for none, as for GET /v2/).
+        `scope` is the token scope the request needs ("" for none, as for GET /v2/), or
+        several separated by spaces. `data` is sent again on every retry. A `transfer` (of a
+        blob's bytes) has no total deadline, only one per connect and per read.
         """
         session = self._open()
         attempt = 0
         challenged = False
         while True:
-            headers = {"Accept": accept} if accept else {}
+            request_headers = dict(headers or {})
+            if accept:
+                request_headers["Accept"] = accept
             authorization = await self._authorization(scope)
             if authorization:
-                headers["Authorization"] = authorization
+                request_headers["Authorization"] = authorization
             try:
                 async with self._limit:
                     self.stats.requests += 1
-                    async with session.request(method, url, headers=headers) as raw:
+                    async with session.request(
+                        method,
+                        url,
+                        headers=request_headers,
+                        data=data,
+                        timeout=self._transfer_timeout if transfer else self._timeout,
+                    ) as raw:
                         body = await raw.read()
                         next_link = raw.links.get("next")
                         next_url = raw.url.join(URL(str(next_link["url"]))) if next_link else None
