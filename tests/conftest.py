@@ -19,11 +19,14 @@ import pytest
 from kubernetes import client, config
 
 from berth.handlers.main import operate
+from berth.handlers.settings import Memo
 from berth.k8s.crds import apply_crds
 from berth.observability import REDACTOR
 from testbed.cluster import LocalCluster
 from testbed.registry import LocalRegistry
 from testbed.testbin import REPO_ROOT
+
+OPERATOR_TAG_POLL_INTERVAL = 300.0
 
 
 @pytest.fixture(scope="session")
@@ -81,6 +84,13 @@ class RunningOperator:
         self.ready = threading.Event()
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        # What the handlers share: the notifications port, the TagPolicy poll interval.
+        self.memo = Memo()
+
+    @property
+    def notifications_url(self) -> str:
+        """Where a test registry sends its notifications (add /<namespace>/<name>)."""
+        return f"http://127.0.0.1:{self.memo.notifications.port}/notifications"
 
     def log_text(self) -> str:
         return "\n".join(f"{r.name} {r.getMessage()}" for r in self.records)
@@ -116,6 +126,10 @@ def operator(kubeconfig: Path, berth_crds: list[str]) -> Iterator[RunningOperato
                     liveness=None,
                     stop_flag=running.stop,
                     ready_flag=running.ready,
+                    notifications_address="127.0.0.1:0",
+                    # Long: tests of polling shorten it; others must not depend on it.
+                    tag_poll_interval=OPERATOR_TAG_POLL_INTERVAL,
+                    memo=running.memo,
                 )
             )
         except BaseException as error:

@@ -28,6 +28,20 @@ def main() -> None:
 )
 @click.option("--liveness", default="http://0.0.0.0:8080/healthz", show_default=True)
 @click.option("--metrics-port", default=8081, show_default=True, type=int)
+@click.option(
+    "--notifications-address",
+    default="0.0.0.0:8082",
+    show_default=True,
+    help="host:port of the endpoint registries send push notifications to; empty for none.",
+)
+@click.option(
+    "--tag-poll-interval",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=1.0),
+    help="Seconds between polls of a TagPolicy's tags (pushes notified by the registry "
+    "are seen at once).",
+)
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
 @click.option("--verbose", "-v", is_flag=True, help="Debug logs.")
 def operator(
@@ -37,6 +51,8 @@ def operator(
     peering: str | None,
     liveness: str,
     metrics_port: int,
+    notifications_address: str,
+    tag_poll_interval: float,
     kubeconfig: str | None,
     verbose: bool,
 ) -> None:
@@ -56,6 +72,8 @@ def operator(
             metrics_port=metrics_port,
             kubeconfig=kubeconfig,
             verbose=verbose,
+            notifications_address=notifications_address or None,
+            tag_poll_interval=tag_poll_interval,
         )
     )
 
@@ -242,3 +260,150 @@ def prune(
 
 if __name__ == "__main__":
     main()
+
+
+def _namespaced(ref: str, what: str) -> tuple[str, str]:
+    namespace, _, name = ref.partition("/")
+    if not namespace or not name or "/" in name:
+        raise click.UsageError(f"{what} takes NAMESPACE/NAME")
+    return namespace, name
+
+
+@main.command()
+@click.argument("source")
+@click.argument("target")
+@click.option(
+    "--registry",
+    "registry_ref",
+    metavar="NS/NAME",
+    help="The Registry holding both images; by default the one whose host names them.",
+)
+@click.option(
+    "--registry-url",
+    metavar="URL",
+    help="Reach the registry here instead of its in-cluster address (e.g. a port-forward).",
+)
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
+def promote(
+    source: str,
+    target: str,
+    registry_ref: str | None,
+    registry_url: str | None,
+    kubeconfig: str | None,
+) -> None:
+    """Copy image SOURCE to tag TARGET in the same registry (e.g.
+    registry.example/team/app:stage registry.example/team/app:prod).
+
+    Blobs are mounted across repositories, so no layer data moves. Berth's admin
+    credential is read from the Registry's Secret: this needs the right to read it."""
+    import asyncio
+
+    from berth.k8s.api import ApiException, Kube
+    from berth.reconcile.endpoints import RegistryProblem
+    from berth.reconcile.promote import Promotion
+    from berth.reconcile.promote import promote as run_promote
+    from berth.registry.client import RegistryError
+    from berth.registry.reference import InvalidReference
+
+    wanted = _namespaced(registry_ref, "--registry") if registry_ref else None
+
+    async def run() -> Promotion:
+        kube = Kube.from_environment(kubeconfig)
+        try:
+            return await run_promote(
+                kube, source, target, registry=wanted, registry_url=registry_url
+            )
+        finally:
+            kube.close()
+
+    try:
+        done = asyncio.run(run())
+    except (RegistryProblem, RegistryError, InvalidReference) as problem:
+        raise click.ClickException(str(problem)) from problem
+    except ApiException as error:
+        raise click.ClickException(
+            f"the API server refused: {error.status} {error.reason}"
+        ) from error
+    result = done.result
+    click.echo(
+        f"{done.target} is now {result.digest} (from {done.source}, Registry {done.registry}): "
+        f"{result.blobs_mounted} blobs mounted, {result.blobs_present} already there, "
+        f"{result.blobs_uploaded} uploaded"
+    )
+
+
+@main.command()
+@click.argument("policy_ref", metavar="NS/NAME")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="json prints status.tags as JSON.",
+)
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
+def tags(policy_ref: str, output: str, kubeconfig: str | None) -> None:
+    """The history of a TagPolicy's tags: what each pointed to, newest first."""
+    import asyncio
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from berth.k8s.api import ApiException, Kube
+    from berth.k8s.kinds import TAG_POLICY
+
+    namespace, name = _namespaced(policy_ref, "tags")
+
+    async def fetch() -> dict[str, object] | None:
+        kube = Kube.from_environment(kubeconfig)
+        try:
+            return await kube.get(TAG_POLICY, namespace, name)
+        finally:
+            kube.close()
+
+    try:
+        policy = asyncio.run(fetch())
+    except ApiException as error:
+        raise click.ClickException(
+            f"the API server refused: {error.status} {error.reason}"
+        ) from error
+    if policy is None:
+        raise click.ClickException(f"TagPolicy {namespace}/{name} does not exist")
+    status = policy.get("status") or {}
+    assert isinstance(status, dict)
+    entries = status.get("tags") or []
+    if output == "json":
+        click.echo(json.dumps(entries, indent=2, sort_keys=True))
+        return
+    table = Table(title=f"{status.get('pullSpec') or name}", title_justify="left")
+    for column in ("TAG", "DIGEST", "CREATED", "SOURCE", "GEN", "STATE"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        conditions = {c.get("type"): c for c in entry.get("conditions") or []}
+        state = ", ".join(
+            f"{kind} {c.get('reason')}"
+            + (": " + str(c.get("message")) if c.get("status") == "False" else "")
+            for kind, c in sorted(conditions.items())
+        )
+        items = entry.get("items") or [{}]
+        for position, item in enumerate(items):
+            digest = str(item.get("digest") or "-")
+            table.add_row(
+                entry["tag"] if position == 0 else "",
+                digest[:19] if digest.startswith("sha256:") else digest,
+                str(item.get("created") or "-"),
+                str(item.get("source") or "-"),
+                str(item.get("generation") or "-"),
+                state if position == 0 else "",
+            )
+    console = Console(width=max(Console().width, 120))
+    console.print(table)
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready:
+        console.print(
+            f"Ready={ready.get('status')} {ready.get('reason')}: {ready.get('message')}",
+            highlight=False,
+            soft_wrap=True,
+        )

@@ -23,6 +23,17 @@ RECONCILE_SECONDS: Final = Histogram(
 API_WRITES: Final = Counter(
     "berth_api_writes_total", "Write calls Berth made to the API server", ["verb", "kind"]
 )
+NOTIFICATIONS: Final = Counter(
+    "berth_registry_notifications_total",
+    "Notification envelopes registries sent to Berth, by result",
+    ["result"],
+)
+NOTIFICATION_WAKEUPS: Final = Counter(
+    "berth_notification_wakeups_total", "TagPolicy passes started by a registry notification"
+)
+TAG_REVERTS: Final = Counter(
+    "berth_immutable_tag_reverts_total", "Immutable tags Berth put back after a push"
+)
 
 _REDACTED: Final = "[redacted]"
 _MIN_SECRET_LENGTH: Final = 8  # shorter values would redact ordinary words

@@ -44,9 +44,18 @@ async def operate(
     liveness: str | None,
     stop_flag: asyncio.Event | threading.Event | None = None,
     ready_flag: asyncio.Event | threading.Event | None = None,
+    notifications_address: str | None = None,
+    tag_poll_interval: float | None = None,
+    memo: kopf.Memo | None = None,
 ) -> None:
+    """kopf's operator loop with Berth's handlers. `memo`, when given, is the object the
+    handlers share (a test keeps it to read the notification port or tune polling)."""
     # Importing the handler modules registers them with kopf's default registry.
-    from berth.handlers import pruneschedule, registry, settings  # noqa: F401
+    from berth.handlers import pruneschedule, registry, settings, tagpolicy  # noqa: F401
+
+    memo = memo if memo is not None else settings.Memo()
+    memo.notifications_address = notifications_address
+    memo.tag_poll_interval = tag_poll_interval or settings.DEFAULT_TAG_POLL_INTERVAL
 
     await kopf.operator(
         clusterwide=not namespaces,
@@ -56,7 +65,7 @@ async def operate(
         liveness_endpoint=liveness,
         stop_flag=stop_flag,
         ready_flag=ready_flag,
-        memo=settings.Memo(),
+        memo=memo,
     )
 
 
@@ -69,6 +78,8 @@ def run_operator(
     metrics_port: int,
     kubeconfig: str | None,
     verbose: bool,
+    notifications_address: str | None = None,
+    tag_poll_interval: float | None = None,
 ) -> int:
     configure_logging(verbose)
     if kubeconfig:
@@ -76,6 +87,13 @@ def run_operator(
     if metrics_port:
         start_http_server(metrics_port)
     asyncio.run(
-        operate(namespaces=namespaces, standalone=standalone, peering=peering, liveness=liveness)
+        operate(
+            namespaces=namespaces,
+            standalone=standalone,
+            peering=peering,
+            liveness=liveness,
+            notifications_address=notifications_address,
+            tag_poll_interval=tag_poll_interval,
+        )
     )
     return 0

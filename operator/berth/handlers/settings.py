@@ -9,12 +9,16 @@ import kopf
 
 from berth.constants import GROUP
 from berth.handlers.debounce import Debouncer
+from berth.handlers.notifications import NotificationServer
 from berth.k8s.api import Kube
 from berth.reconcile.access import reconcile_access
 from berth.reconcile.registry import reconcile_registry
+from berth.reconcile.tagpolicy import INDEX, reconcile_tag_policy
 
 DRIFT_INTERVAL: Final = 60.0  # seconds between drift passes per object
 CHILD_EVENT_DELAY: Final = 0.5  # seconds a burst of child events is coalesced over
+NOTIFICATION_DELAY: Final = 0.2  # seconds a burst of push notifications is coalesced over
+DEFAULT_TAG_POLL_INTERVAL: Final = 30.0  # seconds between polls of a TagPolicy's tags
 KOPF_PREFIX: Final = f"kopf.{GROUP}"
 
 
@@ -23,6 +27,11 @@ class Memo(kopf.Memo):
     registry_debouncer: Debouncer
     access_debouncer: Debouncer
     registries: set[tuple[str, str]]
+    tag_policy_debouncer: Debouncer
+    tag_poll_interval: float
+    # host:port the notifications endpoint listens on; None: no endpoint.
+    notifications_address: str | None
+    notifications: NotificationServer
 
 
 @kopf.on.login()
@@ -62,9 +71,24 @@ async def configure(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> No
     memo.access_debouncer = Debouncer(CHILD_EVENT_DELAY, access)
     memo.registries = set()
 
+    if not getattr(memo, "tag_poll_interval", None):
+        memo.tag_poll_interval = DEFAULT_TAG_POLL_INTERVAL
+
+    async def tag_policy(namespace: str, name: str) -> object:
+        return await reconcile_tag_policy(
+            memo.kube, namespace, name, poll_interval=memo.tag_poll_interval
+        )
+
+    memo.tag_policy_debouncer = Debouncer(NOTIFICATION_DELAY, tag_policy)
+    memo.notifications = NotificationServer(memo.kube, INDEX, memo.tag_policy_debouncer.request)
+    if getattr(memo, "notifications_address", None):
+        await memo.notifications.start(str(memo.notifications_address))
+
 
 @kopf.on.cleanup()
 async def cleanup(memo: Memo, **_: Any) -> None:
     await memo.registry_debouncer.close()
     await memo.access_debouncer.close()
+    await memo.tag_policy_debouncer.close()
+    await memo.notifications.stop()
     memo.kube.close()
