@@ -47,5 +47,16 @@ def operator_image(environ: Mapping[str, str] | None = None) -> str:
     return environ.get(OPERATOR_IMAGE_ENV) or DEFAULT_OPERATOR_IMAGE
 
 
+# Where Managed registries send their push notifications: the operator's notifications
+# endpoint as the registry Pods reach it, e.g.
+# http://berth-operator.berth-system.svc:8082/notifications. Unset: registries are polled.
+NOTIFICATIONS_URL_ENV: Final = "BERTH_NOTIFICATIONS_URL"
+
+
+def notifications_url(environ: Mapping[str, str] | None = None) -> str | None:
+    environ = os.environ if environ is None else environ
+    return (environ.get(NOTIFICATIONS_URL_ENV) or "").rstrip("/") or None
+
+
 # distribution (registry:2) image run for Managed registries unless spec.image says otherwise.
 DEFAULT_REGISTRY_IMAGE: Final = "docker.io/library/registry:2.8.3"

@@ -6,16 +6,21 @@ operator's endpoint."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import secrets
+import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from kubernetes import client
 from prometheus_client import REGISTRY
@@ -23,7 +28,7 @@ from prometheus_client import REGISTRY
 from berth.cli import main
 from berth.constants import GROUP, VERSION
 from berth.registry.client import RegistryClient
-from testbed.cluster import wait_for
+from testbed.cluster import free_port, wait_for
 from testbed.images import Image, Index, push_sync, random_image, random_index
 from testbed.registry import HtpasswdAuth, LocalRegistry
 
@@ -553,3 +558,113 @@ def test_cli_promote_mounts_and_tags_shows_the_history(
     missing = CliRunner().invoke(main, ["tags", f"{ns}/nope", *cli])
     assert missing.exit_code == 1
     assert f"TagPolicy {ns}/nope does not exist" in missing.output
+
+
+# -- Managed registries ------------------------------------------------------------------
+
+
+def test_a_managed_registry_is_configured_to_notify_the_operator(
+    api_client: client.ApiClient,
+    namespace: str,
+    tmp_path: Path,
+    operator: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The endpoint list the operator writes for a Managed registry, given to the real
+    docker-registry as the Pod would get it (REGISTRY_NOTIFICATIONS_ENDPOINTS from the
+    Secret): a push reaches the operator's endpoint and is accepted."""
+    monkeypatch.setenv("BERTH_NOTIFICATIONS_URL", operator.notifications_url)
+    create_object(
+        api_client,
+        namespace,
+        "registries",
+        "Registry",
+        "managed",
+        {"storage": {"emptyDir": {}}, "tls": {"mode": "Disabled"}, "auth": {"mode": "None"}},
+    )
+    wait_condition(api_client, namespace, "registries", "managed", "Ready", "True", timeout=60)
+    core = client.CoreV1Api(api_client)
+    deployment = client.AppsV1Api(api_client).read_namespaced_deployment("managed", namespace)
+    env = {e.name: e for e in deployment.spec.template.spec.containers[0].env}
+    ref = env["REGISTRY_NOTIFICATIONS_ENDPOINTS"].value_from.secret_key_ref
+    assert (ref.name, ref.key) == ("managed-notifications", "endpoints")
+    stored = core.read_namespaced_secret("managed-notifications", namespace).data
+    endpoints = base64.b64decode(stored["endpoints"]).decode()
+    http_secret = core.read_namespaced_secret("managed-secrets", namespace).data["http-secret"]
+    config = yaml.safe_load(
+        core.read_namespaced_config_map("managed-config", namespace).data["config.yml"]
+    )
+    port, debug_port = free_port(), free_port()
+    # Only what differs between a Pod and this machine: paths and loopback ports.
+    config["storage"]["filesystem"]["rootdirectory"] = str(tmp_path / "store")
+    config["http"]["addr"] = f"127.0.0.1:{port}"
+    config["http"]["debug"]["addr"] = f"127.0.0.1:{debug_port}"
+    (tmp_path / "config.yml").write_text(yaml.safe_dump(config))
+    accepted = (
+        REGISTRY.get_sample_value("berth_registry_notifications_total", {"result": "accepted"})
+        or 0.0
+    )
+    with (tmp_path / "registry.log").open("wb") as log:
+        process = subprocess.Popen(
+            ["/usr/bin/docker-registry", "serve", str(tmp_path / "config.yml")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={
+                "REGISTRY_HTTP_SECRET": base64.b64decode(http_secret).decode(),
+                "REGISTRY_NOTIFICATIONS_ENDPOINTS": endpoints,
+            },
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_for("the registry", lambda: _answers(url), timeout=15)
+            push_sync(url, [("team/app", "v1", random_image())])
+            wait_for(
+                "the operator to accept the registry's notification",
+                lambda: (
+                    (
+                        REGISTRY.get_sample_value(
+                            "berth_registry_notifications_total", {"result": "accepted"}
+                        )
+                        or 0.0
+                    )
+                    > accepted
+                ),
+                timeout=15,
+            )
+        finally:
+            process.terminate()
+            process.wait(10)
+    log_text = (tmp_path / "registry.log").read_text()
+    assert (
+        f"configuring endpoint berth ({operator.notifications_url}/{namespace}/managed)" in log_text
+    )
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/v2/", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def test_the_notifications_endpoint_refuses_a_wrong_token(
+    registries: Registries, operator: Any
+) -> None:
+    body = json.dumps({"events": []}).encode()
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        request = urllib.request.Request(
+            f"{operator.notifications_url}/{registries.namespace}/local",
+            data=body,
+            headers={"Content-Type": "application/json", **headers},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 401
+    # An unknown registry looks the same: no token, no entry.
+    request = urllib.request.Request(
+        f"{operator.notifications_url}/{registries.namespace}/nope", data=body
+    )
+    with pytest.raises(urllib.error.HTTPError) as unknown:
+        urllib.request.urlopen(request, timeout=5)
+    assert unknown.value.code == 401

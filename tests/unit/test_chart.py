@@ -103,6 +103,7 @@ def test_default_rendering_is_the_operator_and_its_crds(helm: Path) -> None:
         ("rbac.authorization.k8s.io/v1", "ClusterRole", "", "berth"),
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "", "berth"),
         ("v1", "Service", "berth-system", "berth-metrics"),
+        ("v1", "Service", "berth-system", "berth-notifications"),
         ("apps/v1", "Deployment", "berth-system", "berth"),
     }
     for obj in objects:
@@ -241,7 +242,13 @@ def test_deployment_is_one_restricted_operator_with_probes(helm: Path) -> None:
     assert security["readOnlyRootFilesystem"] is True
     assert security["capabilities"] == {"drop": ["ALL"]}
     ports = {port["name"]: port["containerPort"] for port in operator["ports"]}
-    assert ports == {"health": 8080, "metrics": 8081}
+    assert ports == {"health": 8080, "metrics": 8081, "notifications": 8082}
+    env = {e["name"]: e.get("value") for e in operator["env"]}
+    # Managed registries notify the operator through its Service.
+    assert env["BERTH_NOTIFICATIONS_URL"] == (
+        "http://berth-notifications.berth-system.svc:8082/notifications"
+    )
+    assert "--notifications-address=0.0.0.0:8082" in operator["args"]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert operator[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
     # The Deployment's selector picks out its Pods and nothing the operator creates
@@ -249,9 +256,11 @@ def test_deployment_is_one_restricted_operator_with_probes(helm: Path) -> None:
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     assert selector["app.kubernetes.io/component"] == "operator"
-    service = one(objects, "Service")
-    assert service["spec"]["selector"] == selector
-    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    services = {s["metadata"]["name"]: s for s in of_kind(objects, "Service")}
+    assert sorted(services) == ["berth-metrics", "berth-notifications"]
+    for name, port in (("berth-metrics", "metrics"), ("berth-notifications", "notifications")):
+        assert services[name]["spec"]["selector"] == selector
+        assert services[name]["spec"]["ports"][0]["targetPort"] == port
 
 
 def _operator_params(args: list[str]) -> dict[str, Any]:
@@ -387,3 +396,13 @@ def test_kustomize_base_renders_the_charts_objects(helm: Path, kubectl: Path) ->
     assert set(base) == set(chart)
     for key, obj in chart.items():
         assert base[key] == obj, f"{key} differs between the chart and manifests/"
+
+
+def test_notifications_can_be_switched_off(helm: Path) -> None:
+    objects = render(helm, "--set", "operator.notifications.enabled=false")
+    services = [o["metadata"]["name"] for o in objects if o["kind"] == "Service"]
+    assert services == ["berth-metrics"]
+    operator = container(objects)
+    assert "--notifications-address=" in operator["args"]
+    assert "BERTH_NOTIFICATIONS_URL" not in {e["name"] for e in operator["env"]}
+    assert "notifications" not in {p["name"] for p in operator["ports"]}

@@ -4,6 +4,7 @@ meets Pod Security `restricted`."""
 
 from __future__ import annotations
 
+import base64
 import copy
 from pathlib import Path
 from typing import Any
@@ -236,3 +237,49 @@ def test_condition_transition_time_moves_only_when_status_flips() -> None:
     assert same[0]["observedGeneration"] == 2
     flipped = merge_conditions(same, [Cond("Ready", True, "Available", "")], 2)
     assert flipped[0]["lastTransitionTime"] != "2020-01-01T00:00:00Z"
+
+
+def test_notifications_go_to_the_operator_with_the_token_kept_out_of_the_config_map() -> None:
+    spec = copy.deepcopy(sample_specs()[0])
+    without = desired_children(inputs(spec))
+    assert not [
+        s for s in by_kind(without, "Secret") if s["metadata"]["name"] == "reg-notifications"
+    ]
+
+    token = "notification-token-0123456789"
+    url = "http://berth-operator.berth-system.svc:8082/notifications"
+
+    def with_url(address: str) -> list[dict[str, Any]]:
+        built = inputs(spec, notifications_token=token)
+        return desired_children(
+            RegistryInputs(built.owner, built.spec, built.material, False, address)
+        )
+
+    children = with_url(url)
+    (secret,) = [
+        s for s in by_kind(children, "Secret") if s["metadata"]["name"] == "reg-notifications"
+    ]
+    assert secret["metadata"]["ownerReferences"][0]["kind"] == "Registry"
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert data["token"] == token
+    (endpoint,) = yaml.safe_load(data["endpoints"])
+    assert endpoint["url"] == f"{url}/team/reg"
+    assert endpoint["headers"] == {"Authorization": [f"Bearer {token}"]}
+    assert endpoint["ignore"] == {"actions": ["pull"]}
+    (config_map,) = by_kind(children, "ConfigMap")[:1]
+    assert token not in yaml.safe_dump(config_map)
+
+    (deployment,) = by_kind(children, "Deployment")
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["REGISTRY_NOTIFICATIONS_ENDPOINTS"]["valueFrom"]["secretKeyRef"] == {
+        "name": "reg-notifications",
+        "key": "endpoints",
+    }
+    # A new endpoint rolls the Pods: the registry reads its environment once.
+    (moved,) = by_kind(with_url("http://elsewhere:8082/notifications"), "Deployment")
+    (plain,) = by_kind(without, "Deployment")
+    annotations = [
+        d["spec"]["template"]["metadata"]["annotations"][ANNOTATION_CONFIG_CHECKSUM]
+        for d in (deployment, moved, plain)
+    ]
+    assert len(set(annotations)) == 3

@@ -33,6 +33,7 @@ from berth.api.registry import (
 from berth.constants import (
     CONDITION_READ_ONLY,
     REGISTRY_KIND,
+    notifications_url,
     operator_image,
 )
 from berth.k8s.api import JSON, ApiException, Kube
@@ -320,7 +321,13 @@ async def _material(
         issued_secret = await kube.get(SECRET, namespace, str(secret_name))
         cert = _decode(issued_secret, "tls.crt")
         serving = TLSMaterial(cert, "") if cert else None
+    notifications_token = None
+    if notifications_url() is not None:
+        notifications = await kube.get(SECRET, namespace, names.notifications)
+        notifications_token = _decode(notifications, "token") or secrets.token_urlsafe(32)
+        REDACTOR.register(notifications_token)
     return RegistryMaterial(
+        notifications_token=notifications_token,
         http_secret=http_secret,
         ca=ca,
         serving=serving,
@@ -367,7 +374,7 @@ async def _managed(kube: Kube, registry: JSON, spec: RegistrySpec) -> Outcome:
     )
     cluster_ip = live_service.get("spec", {}).get("clusterIP")
     material = await _material(kube, registry, spec, names, cluster_ip)
-    inputs = RegistryInputs(registry, spec, material, openshift)
+    inputs = RegistryInputs(registry, spec, material, openshift, notifications_url())
     writes = int(service_written)
     live: dict[tuple[str, str], JSON] = {}
     children = desired_children(inputs)

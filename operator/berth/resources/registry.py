@@ -123,6 +123,7 @@ class RegistryMaterial:
     token_signing: TLSMaterial | None = None  # Token: the token server's signing key
     serving_names: tuple[str, ...] = ()  # CertManager: the names to request
     token_server_tls: TLSMaterial | None = None  # Token with TLS: the token server's cert
+    notifications_token: str | None = None  # sent with notifications to the operator
 
     @property
     def token_ca_pem(self) -> str | None:
@@ -136,6 +137,9 @@ class RegistryInputs:
     spec: RegistrySpec
     material: RegistryMaterial
     openshift: bool = False
+    # The operator's notifications endpoint (constants.notifications_url); None: no
+    # notifications, TagPolicies poll.
+    notifications_url: str | None = None
     names: RegistryNames = field(init=False)
 
     def __post_init__(self) -> None:
@@ -281,21 +285,47 @@ def secret(
     )
 
 
-def notifications_secret(registry: dict[str, Any], token: str) -> dict[str, Any]:
+def notifications_secret(
+    registry: dict[str, Any], token: str, endpoints: str | None = None
+) -> dict[str, Any]:
     """The Secret holding the token the registry sends as `Authorization: Bearer` with
-    its notifications to the operator."""
+    its notifications to the operator and, for Managed registries, the endpoint list the
+    registry reads from REGISTRY_NOTIFICATIONS_ENDPOINTS (it holds the token, so it is
+    not in the ConfigMap)."""
     metadata = registry["metadata"]
     names = RegistryNames(metadata["name"])
+    data = {"token": _b64(token)}
+    if endpoints is not None:
+        data["endpoints"] = _b64(endpoints)
     return owned_by(
         secret(
             metadata["namespace"],
             names.notifications,
             labels(metadata["name"], "notifications"),
             "Opaque",
-            {"token": _b64(token)},
+            data,
         ),
         registry,
     )
+
+
+def notification_endpoints(inputs: RegistryInputs) -> str | None:
+    """distribution's notifications.endpoints, as YAML: manifest pushes and deletes to
+    the operator, with the shared token; blob events and pulls are not sent."""
+    token = inputs.material.notifications_token
+    if inputs.notifications_url is None or token is None:
+        return None
+    endpoint = {
+        "name": "berth",
+        "url": f"{inputs.notifications_url}/{inputs.namespace}/{inputs.names.registry}",
+        "headers": {"Authorization": [f"Bearer {token}"]},
+        "timeout": "2s",
+        "threshold": 5,
+        "backoff": "2s",
+        "ignoredmediatypes": ["application/octet-stream"],
+        "ignore": {"actions": ["pull"]},
+    }
+    return yaml.safe_dump([endpoint], sort_keys=True)
 
 
 def _is_ip(name: str) -> bool:
@@ -353,6 +383,18 @@ def desired_children(inputs: RegistryInputs) -> list[dict[str, Any]]:
             secret_data,
         )
     )
+    endpoints = notification_endpoints(inputs)
+    if endpoints is not None:
+        assert material.notifications_token is not None
+        children.append(
+            secret(
+                namespace,
+                names.notifications,
+                labels(instance, "notifications"),
+                "Opaque",
+                {"token": _b64(material.notifications_token), "endpoints": _b64(endpoints)},
+            )
+        )
     if material.admin_password is not None:
         children.append(
             secret(
@@ -527,12 +569,14 @@ def deployment(inputs: RegistryInputs, config_yaml: str) -> dict[str, Any]:
         data_volume = {"emptyDir": {}}  # s3: nothing on local disk but scratch
     s3_secret = storage.s3.secret_ref.name if storage.s3 and storage.s3.secret_ref else None
     pod_annotations = dict(spec.pod_annotations or {})
+    endpoints = notification_endpoints(inputs)
     pod_annotations[ANNOTATION_CONFIG_CHECKSUM] = checksum(
         config_yaml,
         material.http_secret,
         material.htpasswd,
         material.token_ca_pem,
         material.serving.cert_pem if material.serving else None,
+        endpoints,
     )
     return render(
         "registry/deployment.yaml.j2",
@@ -549,6 +593,7 @@ def deployment(inputs: RegistryInputs, config_yaml: str) -> dict[str, Any]:
         auth_file=AUTH_FILES.get(spec.auth.mode),
         data_volume=data_volume,
         s3_secret=s3_secret,
+        notifications=endpoints is not None,
         registry_port=REGISTRY_PORT,
         debug_port=DEBUG_PORT,
         data_path=DATA_PATH,
