@@ -412,6 +412,8 @@ def test_promotion_dev_stage_prod_mounts_blobs_and_keeps_history_limit(
                 {"name": "dev"},
                 {"name": "stage", "from": {"tag": "dev"}},
                 {"name": "prod", "from": {"tag": "stage"}},
+                # Follows dev on every push, where stage was promoted once.
+                {"name": "live", "from": {"tag": "dev"}, "importPolicy": {"scheduled": True}},
             ],
         },
     )
@@ -442,11 +444,17 @@ def test_promotion_dev_stage_prod_mounts_blobs_and_keeps_history_limit(
     assert BLOB_UPLOAD_RE.findall(log) == []
 
     # historyLimit: 2 of dev's three images are kept, newest first.
+    dev = [builds[0].digest]
     for build in builds[1:]:
         registries.push_local(app, "dev", build)
-        wait_history(
-            api_client, ns, "app", "dev", [build.digest, *history(api_client, ns, "app", "dev")][:2]
+        wait_for(
+            "live to follow dev",
+            lambda build=build: registries.local_digest(app, "live") == build.digest,
+            timeout=10,
+            interval=0.2,
         )
+        dev = [build.digest, *dev][:2]
+        wait_history(api_client, ns, "app", "dev", dev)
     assert history(api_client, ns, "app", "dev") == [builds[2].digest, builds[1].digest]
     # stage and prod were promoted once; dev moving does not move them.
     assert registries.local_digest(app, "prod") == digest

@@ -69,10 +69,11 @@ class ImportPolicy(BerthModel):
     """How a tag's source is imported."""
 
     scheduled: bool = False
-    """Re-import the source every interval, so the tag follows upstream changes. Without
-    it, the source is imported when the tag is created or its from changes."""
+    """Follow the source: an image is re-imported every interval, another tag of the
+    registry is followed on every change. Without it, the source is copied when the tag
+    is created or its from changes (a promotion)."""
     interval: Duration = "15m"
-    """How often a scheduled import runs, as a Go duration."""
+    """How often a scheduled import of an image asks the source, as a Go duration."""
     insecure: bool = False
     """Allow plain HTTP and unverified TLS for the source registry."""
 

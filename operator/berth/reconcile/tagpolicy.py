@@ -369,6 +369,10 @@ class _Pass:
             return False  # recorded once, never moved by an import
         if not tag.import_policy.scheduled:
             return False
+        if tag.from_ is not None and tag.from_.image is None:
+            # Following another tag of this registry costs one HEAD: on every pass, so
+            # that a push to the source (which notifies) moves the follower at once.
+            return True
         checked = _checked.get((*self.key, tag.name))
         interval = parse_duration(tag.import_policy.interval).total_seconds()
         return checked is None or time.monotonic() - checked >= interval
@@ -564,7 +568,7 @@ class _Pass:
             delays.append(FAILURE_RETRY)
         now = time.monotonic()
         for tag in self.spec.tags or ():
-            if tag.from_ is not None and tag.import_policy.scheduled:
+            if tag.from_ is not None and tag.from_.image and tag.import_policy.scheduled:
                 checked = _checked.get((*self.key, tag.name), now)
                 interval = parse_duration(tag.import_policy.interval).total_seconds()
                 delays.append(interval - (now - checked))
