@@ -139,14 +139,19 @@ def use_images(api_client: client.ApiClient, namespace: str, world: World) -> No
             "spec": _template("127.0.0.2:1/team/app-07:build-0")["spec"],
         },
     )
-    # A TagPolicy's current image stays, though nothing runs it.
+    # A TagPolicy's current image stays, though nothing runs it. The status is written
+    # here as the operator would (it may or may not run during this module).
     create_object(
         api_client,
         namespace,
         "tagpolicies",
         "TagPolicy",
         "app-06",
-        {"registryRef": {"name": "local"}, "repository": "team/app-06"},
+        {
+            "registryRef": {"name": "local"},
+            "repository": "team/app-06",
+            "tags": [{"name": "build-0"}],
+        },
     )
     current = layout.digest("team/app-06", "build-0")
     client.CustomObjectsApi(api_client).patch_namespaced_custom_object_status(

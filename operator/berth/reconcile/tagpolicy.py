@@ -8,8 +8,9 @@ One pass (`reconcile_tag_policy`) does everything and is safe to repeat:
 2. brings every tag with a `from` in place, in dependency order (dev before stage
    before prod): imports copy manifests and blobs from the source registry; promotions
    copy within the registry, mounting blobs across repositories so no layer moves;
-3. observes every tag of the repository: a tag that moved gets a history item, and an
-   immutable tag that moved is put back on its recorded digest, with an Event;
+3. observes the tags it tracks (those spec.tags names, and those immutableTags cover):
+   a tag that moved gets a history item, and an immutable tag that moved is put back on
+   its recorded digest, with an Event;
 4. writes status only when it changed.
 
 Passes come from kopf (create/update/resume), from a per-object daemon (scheduled
@@ -336,6 +337,7 @@ class _Pass:
         self.reverted: list[str] = []
         self.imported: list[str] = []
         self.present: set[str] = set()
+        self.tracked: list[str] = []
 
     # -- tags with a source --------------------------------------------------------
 
@@ -346,11 +348,22 @@ class _Pass:
                 await self._bring(tag, tag.name in existing)
         existing = set(await self._tags())
         self.present = existing
-        wanted = [t.name for t in self.spec.tags or ()]
-        others = sorted(existing - set(wanted))
-        for tag_name in [*wanted, *others][:MAX_STATUS_TAGS]:
+        self.tracked = self._tracked(existing)
+        for tag_name in self.tracked:
             if tag_name in existing:
                 await self._observe(tag_name)
+
+    def _tracked(self, existing: set[str]) -> list[str]:
+        """The tags this policy keeps history of: those spec.tags names, then those of
+        the repository that immutableTags cover. Other tags are not the policy's: it
+        records nothing of them (and so PruneSchedules do not protect them for it)."""
+        wanted = [t.name for t in self.spec.tags or ()]
+        immutable = sorted(
+            tag
+            for tag in existing - set(wanted)
+            if any(glob_match(pattern, tag) for pattern in self.spec.immutable_tags or ())
+        )
+        return [*wanted, *immutable][:MAX_STATUS_TAGS]
 
     async def _tags(self) -> list[str]:
         try:
@@ -523,12 +536,8 @@ class _Pass:
     # -- results --------------------------------------------------------------------
 
     def status_tags(self) -> list[JSON]:
-        wanted = [t.name for t in self.spec.tags or ()]
-        names = [*wanted, *sorted(set(self.history) - set(wanted))]
         out: list[JSON] = []
-        for tag in names:
-            if tag not in wanted and tag not in self.present:
-                continue  # neither asked for nor in the registry any more
+        for tag in self.tracked:
             entry: JSON = {
                 "tag": tag,
                 "items": (self.history.get(tag) or [])[: self.spec.history_limit],
