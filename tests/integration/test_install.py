@@ -327,7 +327,8 @@ def test_the_operator_works_with_the_charts_rbac(
     objects = installgen.objects(
         installgen.helm_template(
             bin_dir / "helm",
-            "--set", f"image.repository={image.split(':')[0]},image.tag={suffix}",
+            # --set-string: a suffix of digits only (e.g. 825720) would be a number.
+            "--set-string", f"image.repository={image.split(':')[0]},image.tag={suffix}",
             release=release,
             namespace=install_ns,
         )
