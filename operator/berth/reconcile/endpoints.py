@@ -8,10 +8,11 @@ from urllib.parse import urlsplit
 
 from berth.api.registry import AuthMode, ManagementState, RegistrySpec, TLSMode
 from berth.k8s.api import JSON, Kube
-from berth.k8s.kinds import CONFIG_MAP, SECRET, SERVICE
+from berth.k8s.kinds import CONFIG_MAP, REGISTRY, SECRET, SERVICE
 from berth.observability import REDACTOR
 from berth.prune.run import RegistryAccess
 from berth.reconcile.unmanaged import SecretProblem, credentials_from_secret
+from berth.registry.client import RegistryClient
 from berth.resources.registry import RegistryNames, service_hosts
 
 
@@ -22,6 +23,29 @@ class RegistryProblem(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+async def referenced_registry(kube: Kube, namespace: str, name: str) -> tuple[JSON, RegistrySpec]:
+    """The Registry a spec.registryRef names, and its spec; it must exist and not be
+    Removed."""
+    registry = await kube.get(REGISTRY, namespace, name)
+    if registry is None:
+        raise RegistryProblem(
+            "RegistryNotFound", f"spec.registryRef: Registry {namespace}/{name} does not exist"
+        )
+    spec = RegistrySpec.model_validate(registry.get("spec") or {})
+    if spec.management_state is ManagementState.REMOVED:
+        raise RegistryProblem(
+            "RegistryRemoved", f"Registry {namespace}/{name} is Removed: no images"
+        )
+    return registry, spec
+
+
+def registry_client(access: RegistryAccess) -> RegistryClient:
+    """A client for the operator's own requests to the registry `access` describes."""
+    return RegistryClient(
+        access.url, username=access.username, password=access.password, ca_pem=access.ca_pem
+    )
 
 
 async def registry_access(

@@ -9,8 +9,7 @@ from berth.api.registry import ManagementState, RegistrySpec
 from berth.k8s.api import JSON, Kube
 from berth.k8s.kinds import REGISTRY
 from berth.prune.run import RegistryAccess
-from berth.reconcile.endpoints import RegistryProblem, registry_access
-from berth.registry.client import RegistryClient
+from berth.reconcile.endpoints import RegistryProblem, registry_access, registry_client
 from berth.registry.copy import CopyResult, copy_image
 from berth.registry.reference import Reference, parse_reference
 
@@ -77,9 +76,7 @@ async def promote(
     if registry_url is not None:
         access = await registry_access(kube, found, spec, registry_url)
     assert dst.tag is not None
-    async with RegistryClient(
-        access.url, username=access.username, password=access.password, ca_pem=access.ca_pem
-    ) as client:
+    async with registry_client(access) as client:
         result = await copy_image(
             client, src.repository, src.reference, client, dst.repository, dst.tag
         )

@@ -20,7 +20,6 @@ import asyncio
 import dataclasses
 import datetime
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -34,7 +33,7 @@ from berth.api.pruneschedule import (
     PruneScheduleConditionType,
     PruneScheduleSpec,
 )
-from berth.api.registry import ManagementState, RegistrySpec
+from berth.api.registry import RegistrySpec
 from berth.constants import PRUNE_SCHEDULE_KIND, operator_image
 from berth.k8s.api import JSON, ApiException, Kube
 from berth.k8s.events import post_event
@@ -57,9 +56,10 @@ from berth.prune.run import (
     execute,
 )
 from berth.reconcile.conditions import Cond, find, merge_conditions, now_rfc3339
-from berth.reconcile.endpoints import RegistryProblem, registry_access
+from berth.reconcile.endpoints import RegistryProblem, referenced_registry, registry_access
 from berth.reconcile.invalid import InvalidSpec, api_message, validation_message
 from berth.reconcile.locks import ObjectLocks
+from berth.reconcile.status import patch_status
 from berth.resources.pruneschedule import (
     PruneInputs,
     PruneNames,
@@ -72,7 +72,6 @@ from berth.resources.pruneschedule import (
 logger = logging.getLogger(__name__)
 
 ROUTE_API: Final = "route.openshift.io/v1"
-STATUS_WRITE_ATTEMPTS: Final = 5
 
 READY = PruneScheduleConditionType.READY.value
 LAST_RUN_SUCCEEDED = PruneScheduleConditionType.LAST_RUN_SUCCEEDED.value
@@ -245,43 +244,6 @@ async def cleanup(kube: Kube, namespace: str, name: str) -> None:
 # -- status --------------------------------------------------------------------------------
 
 
-async def _patch_status(
-    kube: Kube, schedule: JSON, update: Callable[[JSON, JSON], JSON]
-) -> tuple[JSON, JSON] | None:
-    """Read-modify-write of status. `update(status, object)` returns the new status;
-    unchanged status makes no write. Returns (old, new) status, None when unchanged or
-    the object is gone."""
-    metadata = schedule["metadata"]
-    current: JSON | None = schedule
-    for _ in range(STATUS_WRITE_ATTEMPTS):
-        if current is None:
-            return None
-        old = current.get("status") or {}
-        new = update(old, current)
-        if new == old:
-            return None
-        patch = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]}}
-        try:
-            patched = await kube.merge_patch(
-                PRUNE_SCHEDULE,
-                metadata["namespace"],
-                metadata["name"],
-                {**patch, "status": new},
-                status=True,
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            if error.status != 409:
-                raise
-            current = await kube.get(PRUNE_SCHEDULE, metadata["namespace"], metadata["name"])
-            continue
-        schedule["status"] = patched.get("status", new)
-        schedule["metadata"]["resourceVersion"] = patched["metadata"]["resourceVersion"]
-        return old, new
-    raise RuntimeError(f"status of {metadata['namespace']}/{metadata['name']} kept changing")
-
-
 async def _publish_conditions(kube: Kube, schedule: JSON, conditions: list[Cond]) -> None:
     """Ready and observedGeneration; an Event when Ready changes its reason."""
 
@@ -293,7 +255,7 @@ async def _publish_conditions(kube: Kube, schedule: JSON, conditions: list[Cond]
             "conditions": merge_conditions(old.get("conditions"), conditions, generation),
         }
 
-    changed = await _patch_status(kube, schedule, update)
+    changed = await patch_status(kube, PRUNE_SCHEDULE, schedule, update)
     if changed is None:
         return
     before, after = find(changed[0].get("conditions"), READY), find(changed[1]["conditions"], READY)
@@ -446,7 +408,7 @@ async def _publish_run(kube: Kube, schedule: JSON, condition: Cond, fields: JSON
             "conditions": merge_conditions(old.get("conditions"), [condition], generation),
         }
 
-    await _patch_status(kube, schedule, update)
+    await patch_status(kube, PRUNE_SCHEDULE, schedule, update)
 
 
 def _rfc3339(moment: datetime.datetime | None) -> str | None:
@@ -549,17 +511,7 @@ async def resolve_request(
     namespace = schedule["metadata"]["namespace"]
     registry_ns = registry_namespace(schedule, spec)
     registry_name = spec.registry_ref.name
-    registry = await kube.get(REGISTRY, registry_ns, registry_name)
-    if registry is None:
-        raise RunProblem(
-            "RegistryNotFound",
-            f"spec.registryRef: Registry {registry_ns}/{registry_name} does not exist",
-        )
-    registry_spec = RegistrySpec.model_validate(registry.get("spec") or {})
-    if registry_spec.management_state is ManagementState.REMOVED:
-        raise RunProblem(
-            "RegistryRemoved", f"Registry {registry_ns}/{registry_name} is Removed: no images"
-        )
+    registry, registry_spec = await referenced_registry(kube, registry_ns, registry_name)
     cross = registry_ns != namespace
     if cross:
         raise RunProblem("CrossNamespaceRefused", CROSS_NAMESPACE_REFUSED)

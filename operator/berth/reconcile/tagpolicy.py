@@ -32,18 +32,24 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from berth.api.common import glob_match, parse_duration
-from berth.api.registry import ManagementState, Permission, RegistrySpec
+from berth.api.registry import Permission
 from berth.api.tagpolicy import TagPolicySpec, TagSpec
 from berth.constants import TAG_POLICY_KIND
 from berth.k8s.api import JSON, ApiException, Kube
 from berth.k8s.events import post_event
-from berth.k8s.kinds import NAMESPACE, REGISTRY, SECRET, TAG_POLICY
+from berth.k8s.kinds import NAMESPACE, SECRET, TAG_POLICY
 from berth.observability import RECONCILE_SECONDS, RECONCILES, TAG_REVERTS
 from berth.prune.run import RegistryAccess
 from berth.reconcile.conditions import Cond, find, merge_conditions, now_rfc3339
-from berth.reconcile.endpoints import RegistryProblem, registry_access
+from berth.reconcile.endpoints import (
+    RegistryProblem,
+    referenced_registry,
+    registry_access,
+    registry_client,
+)
 from berth.reconcile.invalid import InvalidSpec, validation_message
 from berth.reconcile.locks import ObjectLocks
+from berth.reconcile.status import patch_status
 from berth.registry.client import RegistryClient, RegistryError
 from berth.registry.copy import copy_image
 from berth.registry.reference import DEFAULT_HOST, InvalidReference, parse_reference
@@ -59,7 +65,6 @@ PUSH_SOURCE: Final = "push"
 # Docker Hub's API host: docker.io names images, registry-1.docker.io serves them.
 DOCKER_HUB_API: Final = "registry-1.docker.io"
 MAX_STATUS_TAGS: Final = 256
-STATUS_WRITE_ATTEMPTS: Final = 5
 MIN_NEXT_CHECK: Final = 1.0
 # A failed import or revert is tried again this soon (seconds), polls being slower.
 FAILURE_RETRY: Final = 15.0
@@ -206,17 +211,7 @@ async def _apply(kube: Kube, policy: JSON, spec: TagPolicySpec, poll_interval: f
     namespace, name = metadata["namespace"], metadata["name"]
     registry_ns = spec.registry_ref.namespace or namespace
     registry_name = spec.registry_ref.name
-    registry = await kube.get(REGISTRY, registry_ns, registry_name)
-    if registry is None:
-        raise RegistryProblem(
-            "RegistryNotFound",
-            f"spec.registryRef: Registry {registry_ns}/{registry_name} does not exist",
-        )
-    registry_spec = RegistrySpec.model_validate(registry.get("spec") or {})
-    if registry_spec.management_state is ManagementState.REMOVED:
-        raise RegistryProblem(
-            "RegistryRemoved", f"Registry {registry_ns}/{registry_name} is Removed: no images"
-        )
+    registry, registry_spec = await referenced_registry(kube, registry_ns, registry_name)
     repository = policy_repository(namespace, name, spec)
     namespace_obj = await kube.get(NAMESPACE, None, namespace) or {"metadata": {"name": namespace}}
     grants = registry_spec.access or []
@@ -245,7 +240,7 @@ async def _apply(kube: Kube, policy: JSON, spec: TagPolicySpec, poll_interval: f
     sources = {t.from_.repository for t in spec.tags or () if t.from_ and t.from_.repository}
     INDEX.track((namespace, name), (registry_ns, registry_name), {repository, *sources})
     pull_spec = f"{_pull_host(registry, access)}/{repository}"
-    async with _open(access) as client:
+    async with registry_client(access) as client:
         work = _Pass(kube, policy, spec, client, repository)
         try:
             await work.run(ordered)
@@ -263,12 +258,6 @@ async def _apply(kube: Kube, policy: JSON, spec: TagPolicySpec, poll_interval: f
     for event in work.events:
         await post_event(kube, policy, **event)
     return Outcome(ready, work.next_check(poll_interval), work.reverted, work.imported)
-
-
-def _open(access: RegistryAccess) -> RegistryClient:
-    return RegistryClient(
-        access.url, username=access.username, password=access.password, ca_pem=access.ca_pem
-    )
 
 
 def _pull_host(registry: JSON, access: RegistryAccess) -> str:
@@ -631,12 +620,8 @@ async def _publish(
 ) -> None:
     """Status: Ready, observedGeneration, and when known the tags and pullSpec; no write
     when nothing changed. An Event when Ready turns False for a new reason."""
-    metadata = policy["metadata"]
-    current: JSON | None = policy
-    for _ in range(STATUS_WRITE_ATTEMPTS):
-        if current is None:
-            return
-        old = current.get("status") or {}
+
+    def update(old: JSON, current: JSON) -> JSON:
         generation = current["metadata"].get("generation")
         new = {
             **old,
@@ -647,25 +632,11 @@ async def _publish(
             new["tags"] = tags
         if pull_spec is not None:
             new["pullSpec"] = pull_spec
-        if new == old:
-            return
-        patch = {
-            "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-            "status": new,
-        }
-        try:
-            await kube.merge_patch(
-                TAG_POLICY, metadata["namespace"], metadata["name"], patch, status=True
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return
-            if error.status != 409:
-                raise
-            current = await kube.get(TAG_POLICY, metadata["namespace"], metadata["name"])
-            continue
-        before = next((c for c in old.get("conditions") or () if c.get("type") == READY), None)
-        if not ready.status and (before is None or before.get("reason") != ready.reason):
-            await post_event(kube, policy, reason=ready.reason, message=ready.message, warning=True)
+        return new
+
+    changed = await patch_status(kube, TAG_POLICY, policy, update)
+    if changed is None or ready.status:
         return
-    raise RuntimeError(f"status of {metadata['namespace']}/{metadata['name']} kept changing")
+    before = find(changed[0].get("conditions"), READY)
+    if before is None or before.get("reason") != ready.reason:
+        await post_event(kube, policy, reason=ready.reason, message=ready.message, warning=True)
