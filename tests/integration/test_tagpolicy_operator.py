@@ -528,6 +528,21 @@ def test_cli_promote_mounts_and_tags_shows_the_history(
     create_policy(api_client, ns, "app", {"tags": [{"name": "stage"}, {"name": "prod"}]})
     wait_history(api_client, ns, "app", "stage", [build.digest])
     cli = ["--kubeconfig", str(kubeconfig)]
+    # A Registry whose credentials are missing does not stop the search by host.
+    create_object(
+        api_client,
+        ns,
+        "registries",
+        "Registry",
+        "broken",
+        {
+            "managementState": "Unmanaged",
+            "external": {
+                "url": f"http://127.0.0.1:{free_port()}",
+                "credentialsSecretRef": {"name": "missing"},
+            },
+        },
+    )
 
     result = CliRunner().invoke(
         main, ["promote", f"{host}/{ns}/app:stage", f"{host}/{ns}/shipped:prod", *cli]

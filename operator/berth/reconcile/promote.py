@@ -50,16 +50,26 @@ async def find_registry(
         candidates = [registry]
     else:
         candidates = [r async for r in kube.list(REGISTRY)]
+    unusable: list[str] = []
     for registry in candidates:
         spec = RegistrySpec.model_validate(registry.get("spec") or {})
         if spec.management_state is ManagementState.REMOVED:
             continue
-        access = await registry_access(kube, registry, spec)
+        try:
+            access = await registry_access(kube, registry, spec)
+        except RegistryProblem as problem:
+            if wanted is not None:
+                raise
+            # Another team's Registry that is not usable yet must not stop the search.
+            metadata = registry["metadata"]
+            unusable.append(f"{metadata['namespace']}/{metadata['name']}: {problem}")
+            continue
         if wanted is not None or host in access.hosts:
             return registry, spec, access
     raise RegistryProblem(
         "RegistryNotFound",
-        f"no Registry answers to {host}; name it with --registry NAMESPACE/NAME",
+        f"no Registry answers to {host}; name it with --registry NAMESPACE/NAME"
+        + (f" (could not read {'; '.join(unusable)})" if unusable else ""),
     )
 
 
