@@ -2,10 +2,14 @@
 # Builds the test bed's binaries from the wrapper modules into a cache keyed by their
 # versions, and prints that folder. A second run with the same go.mod/go.sum is a no-op.
 #
-#   kube/  kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
-#   etcd/  etcd
-#   kwok/  kwok, plus the Stage objects it needs (kwok-stages.yaml)
-#   helm/  helm (v3), for the chart's lint, template and install tests
+#   kube/        kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, and the
+#                real node's kubelet and kube-proxy
+#   etcd/        etcd
+#   kwok/        kwok, plus the Stage objects it needs (kwok-stages.yaml)
+#   helm/        helm (v3), for the chart's lint, template and install tests
+#   containerd/  containerd 2, its runc shim and ctr, for the real node
+#   coredns/     CoreDNS with the plugins cluster DNS needs (its own main.go)
+#   pause/       the sandbox image's binary (our own main.go)
 #
 # Each module stays separate: a shared go.mod would let version selection bump a
 # dependency of one component and break another's build.
@@ -19,10 +23,14 @@ kube_version=$(module_version kube k8s.io/kubernetes)
 etcd_version=$(module_version etcd go.etcd.io/etcd/server/v3)
 kwok_version=$(module_version kwok sigs.k8s.io/kwok)
 helm_version=$(module_version helm helm.sh/helm/v3)
+containerd_version=$(module_version containerd github.com/containerd/containerd/v2)
+coredns_version=$(module_version coredns github.com/coredns/coredns)
 
 cache_root=${BERTH_TESTBIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/berth/testbin}
 out="$cache_root/k8s-${kube_version#v}_etcd-${etcd_version#v}_kwok-${kwok_version#v}_helm-${helm_version#v}"
-fingerprint=$(cat "$here"/{kube,etcd,kwok,helm}/go.{mod,sum} "$0" | sha256sum | cut -d' ' -f1)
+out+="_containerd-${containerd_version#v}_coredns-${coredns_version#v}"
+fingerprint=$(cat "$here"/kube/go.{mod,sum} "$here"/{etcd,kwok,helm,containerd,coredns}/go.{mod,sum} \
+  "$here"/{coredns,pause}/main.go "$here"/pause/go.mod "$0" | sha256sum | cut -d' ' -f1)
 
 if [[ -f "$out/.complete" && "$(cat "$out/.complete")" == "$fingerprint" ]]; then
   echo "$out"
@@ -41,7 +49,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   kube_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
 
-for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
   log "building $cmd $kube_version"
   (cd "$here/kube" && go build -ldflags "$kube_ldflags" -o "$out/$cmd" "k8s.io/kubernetes/cmd/$cmd")
 done
@@ -62,6 +70,21 @@ for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
 done
 log "building helm $helm_version"
 (cd "$here/helm" && go build -ldflags "$helm_ldflags" -o "$out/helm" helm.sh/helm/v3/cmd/helm)
+
+# containerd as its own releases build it for Linux without CGO: no btrfs, devmapper or
+# zfs snapshotters (they need C libraries); overlayfs and native remain.
+containerd_ldflags="-s -w -X github.com/containerd/containerd/v2/version.Version=$containerd_version"
+containerd_ldflags+=" -X github.com/containerd/containerd/v2/version.Package=github.com/containerd/containerd/v2"
+for cmd in containerd containerd-shim-runc-v2 ctr; do
+  log "building $cmd $containerd_version"
+  (cd "$here/containerd" && go build -tags "no_btrfs no_devmapper no_zfs" \
+    -ldflags "$containerd_ldflags" -o "$out/$cmd" "github.com/containerd/containerd/v2/cmd/$cmd")
+done
+
+log "building coredns $coredns_version"
+(cd "$here/coredns" && go build -ldflags "-s -w" -o "$out/coredns" .)
+log "building pause"
+(cd "$here/pause" && go build -ldflags "-s -w" -o "$out/pause" .)
 
 # Standalone kwok exits with "no stages found" unless it is given Stage objects; without
 # pod-delete, deleted pods stay Terminating forever. The volume stages provision and bind

@@ -1,0 +1,3 @@
+module berth.dev/testbin/pause
+
+go 1.26.0
