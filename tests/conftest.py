@@ -22,7 +22,7 @@ from berth.handlers.main import operate
 from berth.handlers.settings import Memo
 from berth.k8s.crds import apply_crds
 from berth.observability import REDACTOR
-from testbed.cluster import LocalCluster
+from testbed.cluster import KWOK_NAMESPACE_ANNOTATIONS, LocalCluster
 from testbed.registry import LocalRegistry
 from testbed.testbin import REPO_ROOT
 
@@ -64,7 +64,15 @@ def namespace(api_client: client.ApiClient) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards."""
     name = f"t-{uuid.uuid4().hex[:8]}"
     core = client.CoreV1Api(api_client)
-    core.create_namespace({"metadata": {"name": name, "labels": {"berth.dev/test": "true"}}})
+    core.create_namespace(
+        {
+            "metadata": {
+                "name": name,
+                "labels": {"berth.dev/test": "true"},
+                "annotations": KWOK_NAMESPACE_ANNOTATIONS,
+            }
+        }
+    )
     yield name
     core.delete_namespace(name)
 

@@ -23,7 +23,9 @@ from testbed.testbin import REPO_ROOT
 @contextlib.contextmanager
 def cluster() -> Iterator[LocalCluster]:
     with tempfile.TemporaryDirectory(prefix="berth-bench-") as workdir:
-        running = LocalCluster(Path(workdir) / "cluster")
+        # Scale runs measure the operator against the kwok node alone, as before the real
+        # node existed: nothing of theirs runs a container.
+        running = LocalCluster(Path(workdir) / "cluster", real_node=False)
         running.start()
         try:
             subprocess.run(

@@ -1,74 +1,77 @@
-"""A real local Kubernetes control plane on loopback: etcd, kube-apiserver,
-kube-controller-manager, kube-scheduler and kwok (simulated nodes), no Docker.
+"""A real local Kubernetes cluster on this machine, no Docker: etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler, one real node (containerd, kubelet, kube-proxy,
+CoreDNS, local volumes: testbed.node) that Pods land on by default, and a kwok node
+(simulated: Pods become Ready without running) for Pods that ask for it.
 
     cluster = LocalCluster(workdir)
-    cluster.start()          # blocks until a node is Ready and default/default exists
+    cluster.start()          # blocks until both nodes are Ready and default/default exists
     cluster.kubeconfig       # admin kubeconfig
-    cluster.stop()           # reverse order, SIGTERM then SIGKILL, nothing left running
+    cluster.stop()           # drains the real node, stops everything, restores the machine
+
+Pods go to the kwok node only with its toleration; a namespace carrying
+`KWOK_NAMESPACE_ANNOTATIONS` gives every Pod in it the toleration and a node selector
+(the PodTolerationRestriction and PodNodeSelector admission plugins). `real_node=False`
+(or `BERTH_REAL_NODE=0`) starts the control plane with the kwok node alone, on loopback.
 
 Attached clusters (the default, used by the pytest fixture) ask the kernel to kill each
 component when the launching thread dies (PR_SET_PDEATHSIG), so even a test run killed
-with SIGKILL leaves no orphan. Detached clusters (`make cluster-up`) outlive the
-launcher; their PIDs are kept in `state.json` for `stop_detached()`.
+with SIGKILL leaves no orphan, and the next start sweeps what the real node left. Detached
+clusters (`make cluster-up`) outlive the launcher; their PIDs are kept in `state.json`
+for `stop_detached()`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from testbed import pki, testbin
+from testbed import node, pki, testbin
+from testbed.procs import (
+    ClusterError,
+    die_with_parent,
+    free_port,
+    runs,
+    terminate_pids,
+    wait_for,
+)
+
+__all__ = [
+    "KWOK_NAMESPACE_ANNOTATIONS",
+    "ClusterError",
+    "LocalCluster",
+    "detached_pids",
+    "free_port",
+    "stop_detached",
+    "wait_for",
+]
 
 SERVICE_CIDR = "10.96.0.0/12"
 FIRST_SERVICE_IP = "10.96.0.1"
 NODE_NAME = "kwok-node-0"
-_PR_SET_PDEATHSIG = 1
+KWOK_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
+# On a namespace: every Pod in it goes to the kwok node.
+KWOK_NAMESPACE_ANNOTATIONS = {
+    "scheduler.alpha.kubernetes.io/node-selector": "type=kwok",
+    "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps(
+        [{"key": KWOK_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}]
+    ),
+}
 
 
-class ClusterError(RuntimeError):
-    pass
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(
-    what: str, check: Callable[[], bool], timeout: float, *, interval: float = 0.2
-) -> None:
-    """Poll `check` until it returns True; raise ClusterError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except Exception as error:  # the component is still coming up
-            last_error = error
-        time.sleep(interval)
-    raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last_error})")
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def real_node_wanted() -> bool:
+    return os.environ.get("BERTH_REAL_NODE", "1") not in ("0", "false", "no")
 
 
 @dataclass
@@ -87,7 +90,7 @@ class Component:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C in the terminal is ours to handle
-                preexec_fn=_die_with_parent if attached else None,
+                preexec_fn=die_with_parent if attached else None,
             )
         finally:
             log.close()
@@ -105,40 +108,14 @@ class Component:
             return "(no log)"
 
 
-def terminate_pids(pids: list[int], timeout: float = 10.0) -> None:
-    """SIGTERM each process group, then SIGKILL whatever is still alive after `timeout`."""
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for pid in pids:
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _alive(pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-    for pid in pids:
-        while _alive(pid):
-            time.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    # Reap our own children so they do not linger as zombies, then look at /proc.
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return status.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 @dataclass
 class LocalCluster:
     workdir: Path
     attached: bool = True
     binaries: Path | None = None
+    real_node: bool = field(default_factory=real_node_wanted)
     components: list[Component] = field(default_factory=list)
+    node: node.RealNode | None = None
     api_port: int = 0
     startup_seconds: float = 0.0
 
@@ -147,8 +124,18 @@ class LocalCluster:
         return self.workdir / "kubeconfig"
 
     @property
+    def api_host(self) -> str:
+        # With a real node the apiserver listens on the node's address, which Pods reach
+        # (through the `kubernetes` Service) and so does the machine.
+        return node.NODE_IP if self.real_node else "127.0.0.1"
+
+    @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://{self.api_host}:{self.api_port}"
+
+    @property
+    def ca_path(self) -> Path:
+        return self.workdir / "pki" / "ca.crt"
 
     def __enter__(self) -> LocalCluster:
         self.start()
@@ -161,13 +148,25 @@ class LocalCluster:
 
     def start(self, timeout: float = 120.0) -> None:
         started = time.monotonic()
+        if self.real_node:
+            node.preflight()
         binaries = self.binaries or testbin.ensure_built()
+        images = []
+        if self.real_node:
+            from testbed.nodeimages import ensure_images
+
+            images = [(image.name, image.archive) for image in ensure_images(binaries)]
         if self.workdir.exists():
             shutil.rmtree(self.workdir)
         for sub in ("pki", "logs", "etcd", "kcm", "scheduler"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         try:
-            self._start(binaries, timeout)
+            if self.real_node:
+                real = node.RealNode(self.workdir / "node", binaries)
+                real.claim(self.workdir)  # refused while another cluster's node runs
+                self.node = real
+                real.setup_network(SERVICE_CIDR)
+            self._start(binaries, images, timeout)
         except BaseException:
             self.stop(remove=False)
             raise
@@ -175,10 +174,10 @@ class LocalCluster:
             self._write_state()
         self.startup_seconds = time.monotonic() - started
 
-    def _start(self, bin_dir: Path, timeout: float) -> None:
+    def _start(self, bin_dir: Path, images: list[tuple[str, Path]], timeout: float) -> None:
         pki_dir = self.workdir / "pki"
         ca = pki.CertificateAuthority()
-        ca_path = pki_dir / "ca.crt"
+        ca_path = self.ca_path
         ca_path.write_bytes(ca.cert_pem)
         serving_cert, serving_key = ca.issue(
             "kube-apiserver",
@@ -189,12 +188,16 @@ class LocalCluster:
                 "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
             ),
-            ip_addresses=("127.0.0.1", "::1", FIRST_SERVICE_IP),
+            ip_addresses=("127.0.0.1", "::1", FIRST_SERVICE_IP, node.NODE_IP),
             server=True,
         ).write(pki_dir, "apiserver")
         admin_cert, admin_key = ca.issue(
             "berth-admin", organization="system:masters", client=True
         ).write(pki_dir, "admin")
+        # How the apiserver authenticates to kubelets (logs, exec, port-forward).
+        kubelet_client_cert, kubelet_client_key = ca.issue(
+            "kube-apiserver-kubelet-client", organization="system:masters", client=True
+        ).write(pki_dir, "apiserver-kubelet-client")
         sa_private, sa_public = pki.rsa_key_pair()
         sa_key_path, sa_pub_path = pki_dir / "sa.key", pki_dir / "sa.pub"
         sa_key_path.write_bytes(sa_private)
@@ -222,15 +225,20 @@ class LocalCluster:
         )
         wait_for("etcd /health", lambda: self._etcd_healthy(etcd, etcd_url), timeout)
 
+        if self.real_node:
+            # The `kubernetes` Service's endpoints are the apiserver's own address.
+            endpoints = ["--endpoint-reconciler-type=lease"]
+        else:
+            endpoints = ["--endpoint-reconciler-type=none"]
         apiserver = self._component(
             "kube-apiserver",
             [
                 str(bin_dir / "kube-apiserver"),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.api_host}",
+                f"--advertise-address={self.api_host}",
                 f"--secure-port={self.api_port}",
-                "--endpoint-reconciler-type=none",
+                *endpoints,
                 f"--tls-cert-file={serving_cert}",
                 f"--tls-private-key-file={serving_key}",
                 f"--client-ca-file={ca_path}",
@@ -240,6 +248,11 @@ class LocalCluster:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--authorization-mode=Node,RBAC",
                 "--allow-privileged=true",
+                # Namespaces may send their Pods to the kwok node (KWOK_NAMESPACE_ANNOTATIONS).
+                "--enable-admission-plugins=PodNodeSelector,PodTolerationRestriction",
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-client-certificate={kubelet_client_cert}",
+                f"--kubelet-client-key={kubelet_client_key}",
                 f"--cert-dir={pki_dir}",
                 "--v=1",
             ],
@@ -255,35 +268,7 @@ class LocalCluster:
 
         self.kubeconfig.write_text(
             yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [
-                        {
-                            "name": "berth-testbed",
-                            "cluster": {
-                                "server": self.server,
-                                "certificate-authority": str(ca_path),
-                            },
-                        }
-                    ],
-                    "users": [
-                        {
-                            "name": "berth-admin",
-                            "user": {
-                                "client-certificate": str(admin_cert),
-                                "client-key": str(admin_key),
-                            },
-                        }
-                    ],
-                    "contexts": [
-                        {
-                            "name": "berth-testbed",
-                            "context": {"cluster": "berth-testbed", "user": "berth-admin"},
-                        }
-                    ],
-                    "current-context": "berth-testbed",
-                }
+                node.kubeconfig_document(self.server, ca_path, admin_cert, admin_key, "berth-admin")
             )
         )
         kubeconfig = f"--kubeconfig={self.kubeconfig}"
@@ -323,12 +308,27 @@ class LocalCluster:
                 str(bin_dir / "kwok"),
                 kubeconfig,
                 f"--config={bin_dir / 'kwok-stages.yaml'}",
-                "--manage-all-nodes=true",
+                # Only the kwok node: kwok must not race the real kubelet for its Lease.
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 "--node-lease-duration-seconds=40",
                 f"--server-address=127.0.0.1:{free_port()}",
             ],
         )
-        self._register_node(timeout)
+        self._register_kwok_node(timeout)
+        if self.node is not None:
+            self.node.start(
+                ca=ca,
+                ca_path=ca_path,
+                server=self.server,
+                service_cidr=SERVICE_CIDR,
+                images=images,
+                preexec=die_with_parent if self.attached else None,
+                admin_kubeconfig=self.kubeconfig,
+                timeout=timeout,
+            )
+            self._wait_real_node(timeout)
+        self._wait_default_service_account(timeout)
 
     def _component(self, name: str, argv: list[str]) -> Component:
         component = Component(name, argv, self.workdir / "logs" / f"{name}.log")
@@ -352,13 +352,20 @@ class LocalCluster:
         except urllib.error.HTTPError:
             return False
 
-    def _register_node(self, timeout: float) -> None:
-        from kubernetes import client, config
+    def _api(self) -> object:
+        from kubernetes import config
 
-        api_client = config.new_client_from_config(str(self.kubeconfig))  # type: ignore[no-untyped-call]
+        return config.new_client_from_config(str(self.kubeconfig))  # type: ignore[no-untyped-call]
+
+    def _register_kwok_node(self, timeout: float) -> None:
+        from kubernetes import client
+
+        api_client = self._api()
         core = client.CoreV1Api(api_client)
+        storage = client.StorageV1Api(api_client)
         try:
             capacity = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+            spec = {"taints": [KWOK_TAINT]} if self.real_node else {}
             core.create_node(
                 {  # type: ignore[arg-type]  # the client accepts plain dicts
                     "apiVersion": "v1",
@@ -373,48 +380,114 @@ class LocalCluster:
                             "type": "kwok",
                         },
                     },
+                    "spec": spec,
                     "status": {"capacity": capacity, "allocatable": capacity},
                 }
             )
-
-            def node_ready() -> bool:
-                self.check_alive()
-                status = core.read_node(NODE_NAME).status
-                return status is not None and any(
-                    c.type == "Ready" and c.status == "True" for c in status.conditions or []
-                )
-
-            def default_sa_exists() -> bool:
-                self.check_alive()
-                core.read_namespaced_service_account("default", "default")
-                return True
-
-            # kwok's volume stages provision and bind claims of this class.
-            client.StorageV1Api(api_client).create_storage_class(
+            # kwok's volume stages provision and bind claims of this class; with a real node,
+            # the default class is the node's local volumes.
+            storage.create_storage_class(
                 {  # type: ignore[arg-type]
                     "apiVersion": "storage.k8s.io/v1",
                     "kind": "StorageClass",
                     "metadata": {
                         "name": "kwok-volume",
-                        "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+                        "annotations": {
+                            "storageclass.kubernetes.io/is-default-class": str(
+                                not self.real_node
+                            ).lower()
+                        },
                     },
                     "provisioner": "kwok.x-k8s.io/volume",
                     "reclaimPolicy": "Delete",
                     "volumeBindingMode": "Immediate",
                 }
             )
-            wait_for(f"node {NODE_NAME} Ready", node_ready, timeout)
+            if self.real_node:
+                storage.create_storage_class(
+                    {  # type: ignore[arg-type]
+                        "apiVersion": "storage.k8s.io/v1",
+                        "kind": "StorageClass",
+                        "metadata": {
+                            "name": node.LOCAL_STORAGE_CLASS,
+                            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+                        },
+                        "provisioner": node.LOCAL_PROVISIONER,
+                        "reclaimPolicy": "Delete",
+                        "volumeBindingMode": "WaitForFirstConsumer",
+                    }
+                )
+            wait_for(f"node {NODE_NAME} Ready", lambda: self._node_ready(core, NODE_NAME), timeout)
+        finally:
+            api_client.close()  # type: ignore[attr-defined]
+
+    def _node_ready(self, core: object, name: str) -> bool:
+        self.check_alive()
+        status = core.read_node(name).status  # type: ignore[attr-defined]
+        return status is not None and any(
+            c.type == "Ready" and c.status == "True" for c in status.conditions or []
+        )
+
+    def _wait_real_node(self, timeout: float) -> None:
+        from kubernetes import client
+
+        assert self.node is not None
+        api_client = self._api()
+        core = client.CoreV1Api(api_client)
+        try:
+            wait_for(
+                f"node {node.NODE_NAME} Ready",
+                lambda: self._node_ready(core, node.NODE_NAME),
+                timeout,
+            )
+            wait_for("CoreDNS ready", lambda: _http_ok(self.node_url("dns")), timeout)
+            wait_for("kube-proxy healthy", lambda: _http_ok(self.node_url("proxy")), timeout)
+            # kube-proxy has programmed the `kubernetes` Service: the machine reaches it.
+            wait_for(
+                f"the kubernetes Service at {FIRST_SERVICE_IP}:443",
+                lambda: self._tcp_open(FIRST_SERVICE_IP, 443),
+                timeout,
+            )
+        finally:
+            api_client.close()  # type: ignore[attr-defined]
+
+    def node_url(self, which: str) -> str:
+        assert self.node is not None
+        return self.node.dns_ready_url if which == "dns" else self.node.proxy_healthz_url
+
+    def _tcp_open(self, host: str, port: int) -> bool:
+        self.check_alive()
+        with socket.create_connection((host, port), timeout=1):
+            return True
+
+    def _wait_default_service_account(self, timeout: float) -> None:
+        from kubernetes import client
+
+        api_client = self._api()
+        core = client.CoreV1Api(api_client)
+
+        def default_sa_exists() -> bool:
+            self.check_alive()
+            core.read_namespaced_service_account("default", "default")
+            return True
+
+        try:
             wait_for("ServiceAccount default/default", default_sa_exists, timeout)
         finally:
-            api_client.close()
+            api_client.close()  # type: ignore[attr-defined]
 
     def check_alive(self) -> None:
         for component in self.components:
             component.check_alive()
+        if self.node is not None:
+            self.node.check_alive()
 
     # -- stop --------------------------------------------------------------------------
 
     def stop(self, *, remove: bool = True) -> None:
+        if self.node is not None:
+            self.node.stop(drain=self._drain if self.kubeconfig.exists() else None)
+            self.node = None
         pids = [c.process.pid for c in reversed(self.components) if c.process]
         terminate_pids(pids)
         for component in self.components:
@@ -424,15 +497,22 @@ class LocalCluster:
         if remove:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def _drain(self) -> None:
+        drain(self.kubeconfig)
+
     def logs(self) -> Iterator[tuple[str, str]]:
         for component in self.components:
             yield component.name, component.log_tail()
+        if self.node is not None:
+            for process in self.node.processes:
+                yield process.name, process.log_tail()
 
     # -- detached clusters -------------------------------------------------------------
 
     def _write_state(self) -> None:
         state = {
             "server": self.server,
+            "real_node": self.real_node,
             "components": [
                 {"name": c.name, "pid": c.process.pid, "exe": c.argv[0]}
                 for c in self.components
@@ -440,6 +520,40 @@ class LocalCluster:
             ],
         }
         (self.workdir / "state.json").write_text(json.dumps(state, indent=2))
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return bool(response.status == 200)
+
+
+def drain(kubeconfig: Path, timeout: float = 60.0) -> None:
+    """Delete every Pod on the real node and wait until the kubelet has stopped them all
+    (containers stopped, volumes unmounted, CNI torn down)."""
+    from kubernetes import client, config
+
+    api_client = config.new_client_from_config(str(kubeconfig))  # type: ignore[no-untyped-call]
+    core = client.CoreV1Api(api_client)
+    selector = f"spec.nodeName={node.NODE_NAME}"
+    try:
+        for pod in core.list_pod_for_all_namespaces(field_selector=selector).items:
+            meta = pod.metadata
+            assert meta is not None
+            assert meta.name is not None
+            assert meta.namespace is not None
+            try:
+                core.delete_namespaced_pod(meta.name, meta.namespace, grace_period_seconds=2)
+            except client.ApiException as error:
+                if error.status != 404:
+                    raise
+        wait_for(
+            "the real node's Pods to stop",
+            lambda: not core.list_pod_for_all_namespaces(field_selector=selector).items,
+            timeout,
+            interval=0.5,
+        )
+    finally:
+        api_client.close()
 
 
 def detached_pids(workdir: Path) -> list[int]:
@@ -451,17 +565,19 @@ def detached_pids(workdir: Path) -> list[int]:
     pids = []
     for component in reversed(state.get("components", [])):
         pid = int(component["pid"])
-        try:  # only a process that still runs the same binary is ours
-            exe = os.readlink(f"/proc/{pid}/exe")
-        except OSError:
-            continue
-        if exe == component["exe"] and _alive(pid):
+        if runs(pid, str(component["exe"])):  # only a process that still runs it is ours
             pids.append(pid)
     return pids
 
 
 def stop_detached(workdir: Path) -> int:
     pids = detached_pids(workdir)
+    owner = node.running_owner()
+    if owner is not None and Path(owner) == workdir:
+        kubeconfig = workdir / "kubeconfig"
+        node.stop(drain=(lambda: drain(kubeconfig)) if pids else None, workdir=workdir)
+    elif owner is None:
+        node.stop()  # a node that crashed (any cluster's): sweep what it left
     terminate_pids(pids)
     (workdir / "state.json").unlink(missing_ok=True)
     return len(pids)

@@ -30,7 +30,7 @@ from berth.auth.tokenserver import create_app
 from berth.constants import GROUP, VERSION
 from berth.reconcile import access
 from berth.registry.client import RegistryClient, RegistryError
-from testbed.cluster import wait_for
+from testbed.cluster import KWOK_NAMESPACE_ANNOTATIONS, wait_for
 from testbed.images import Pusher, PushError, random_image
 from testbed.registry import HtpasswdFile, LocalRegistry, TokenAuth
 
@@ -76,7 +76,8 @@ def _registry_spec(label: str, pull_only: str) -> dict[str, Any]:
 
 def _make_namespace(api: client.ApiClient, labels: dict[str, str] | None = None) -> str:
     name = f"t-{uuid.uuid4().hex[:8]}"
-    client.CoreV1Api(api).create_namespace({"metadata": {"name": name, "labels": labels or {}}})
+    metadata = {"name": name, "labels": labels or {}, "annotations": KWOK_NAMESPACE_ANNOTATIONS}
+    client.CoreV1Api(api).create_namespace({"metadata": metadata})
     return name
 
 

@@ -39,7 +39,7 @@ import installgen
 from berth.constants import GROUP, VERSION
 from berth.k8s.api import Kube
 from berth.k8s.kinds import kind_of
-from testbed.cluster import free_port
+from testbed.cluster import KWOK_NAMESPACE_ANNOTATIONS, free_port
 from testbed.testbin import REPO_ROOT, ensure_built
 
 pytestmark = pytest.mark.cluster
@@ -242,7 +242,8 @@ def until(what: str, check: Callable[[], bool], timeout: float, context: Callabl
 
 def _create_namespace(core: client.CoreV1Api, name: str, labels: dict[str, str]) -> str:
     labels = {"berth.dev/test": "true", **labels}
-    core.create_namespace({"metadata": {"name": name, "labels": labels}})
+    metadata = {"name": name, "labels": labels, "annotations": KWOK_NAMESPACE_ANNOTATIONS}
+    core.create_namespace({"metadata": metadata})
     return name
 
 

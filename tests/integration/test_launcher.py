@@ -1,5 +1,16 @@
-"""The launcher itself: a detached cluster answers kubectl and stops completely, and an
-attached cluster dies with the process that started it (no orphans after a SIGKILL)."""
+"""The launcher itself, with its real node: a detached cluster (`make cluster-up`) shows
+both nodes Ready and runs a Pod, holds the machine's one real node, and `down` stops it
+completely; an attached cluster dies with the process that started it, and what its node
+left behind (containers, mounts, links, iptables chains) is swept by the next start.
+
+After each, the machine is compared with what it was before the cluster started:
+processes of the node's binaries or in Pod cgroups, every mount point, network link,
+iptables and ip6tables rule, the sysctls the node's components set, and the host paths
+they create (testbed.node.machine_state).
+
+These run before any other module (tests/integration/conftest.py): the session's cluster
+holds the real node once it has started.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +22,20 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
-from testbed.cluster import _alive, detached_pids, wait_for
+import pytest
+
+from testbed import node
+from testbed.cluster import detached_pids, wait_for
+from testbed.procs import alive
 from testbed.testbin import REPO_ROOT, ensure_built
+
+pytestmark = pytest.mark.node
 
 _PR_SET_CHILD_SUBREAPER = 36
 ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "hack")}
+BUSYBOX = "localhost/berth-test/busybox:1.35"
 
 
 def _testbed(*args: str) -> subprocess.CompletedProcess[str]:
@@ -29,34 +48,116 @@ def _testbed(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_detached_cluster_serves_kubectl_and_stops_completely(tmp_path: Path) -> None:
+def _kubectl(workdir: Path, *args: str, stdin: str | None = None) -> str:
+    result = subprocess.run(
+        [str(ensure_built() / "kubectl"), "--kubeconfig", str(workdir / "kubeconfig"), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _run_pod(workdir: Path, name: str) -> None:
+    """A Pod on the real node that writes into a PVC of the default StorageClass."""
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "10Mi"}},
+                },
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [
+                        {
+                            "name": "sh",
+                            "image": BUSYBOX,
+                            "command": ["sh", "-c", "echo written > /data/proof; sleep 3600"],
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                        }
+                    ],
+                    "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": name}}],
+                },
+            },
+        ],
+    }
+    _kubectl(workdir, "apply", "-f", "-", stdin=json.dumps(manifest))
+    _kubectl(workdir, "wait", "--for=condition=Ready", f"pod/{name}", "--timeout=60s")
+
+
+def _differences(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    diff = {}
+    for key, value in before.items():
+        if after.get(key) != value:
+            if isinstance(value, list):
+                diff[key] = {
+                    "left": sorted(set(after[key]) - set(value)),
+                    "gone": sorted(set(value) - set(after[key])),
+                }
+            else:
+                diff[key] = {"before": value, "after": after.get(key)}
+    return diff
+
+
+def test_detached_cluster_runs_pods_on_its_real_node_and_stops_completely(
+    tmp_path: Path,
+) -> None:
+    binaries = ensure_built()
+    before = node.machine_state(binaries)
     workdir = tmp_path / "cluster"
     up = _testbed("up", "--dir", str(workdir))
-    assert up.returncode == 0, up.stderr
+    assert up.returncode == 0, up.stderr + up.stdout
     pids = detached_pids(workdir)
     try:
         assert len(pids) == 5  # etcd, apiserver, controller-manager, scheduler, kwok
-        nodes = subprocess.run(
-            [
-                str(ensure_built() / "kubectl"),
-                *("--kubeconfig", str(workdir / "kubeconfig")),
-                *("get", "nodes", "--no-headers"),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.split()
-        assert nodes[:2] == ["kwok-node-0", "Ready"]
+        assert node.running_owner() == str(workdir)
+        nodes = json.loads(_kubectl(workdir, "get", "nodes", "-o", "json"))["items"]
+        by_name = {n["metadata"]["name"]: n for n in nodes}
+        assert set(by_name) == {node.NODE_NAME, "kwok-node-0"}
+        for item in nodes:
+            ready = [c for c in item["status"]["conditions"] if c["type"] == "Ready"]
+            assert ready[0]["status"] == "True", item["metadata"]["name"]
+        runtime = by_name[node.NODE_NAME]["status"]["nodeInfo"]["containerRuntimeVersion"]
+        assert runtime.startswith("containerd://2."), runtime
+        assert by_name["kwok-node-0"]["spec"]["taints"][0]["key"] == "kwok.x-k8s.io/node"
+
+        _run_pod(workdir, "proof")
+        pod = json.loads(_kubectl(workdir, "get", "pod", "proof", "-o", "json"))
+        assert pod["spec"]["nodeName"] == node.NODE_NAME
+        assert pod["status"]["containerStatuses"][0]["containerID"].startswith("containerd://")
+        # The PVC is a folder of the node's: what the Pod wrote is on this machine's disk.
+        [written] = (workdir / "node" / "volumes").glob("pvc-*/proof")
+        assert written.read_text() == "written\n"
+
         again = _testbed("up", "--dir", str(workdir))
         assert "already running" in again.stdout
+        other = _testbed("up", "--dir", str(tmp_path / "other"))
+        assert other.returncode == 1
+        assert "a real test-bed node already runs on this machine" in other.stderr
     finally:
         down = _testbed("down", "--dir", str(workdir))
     assert down.returncode == 0, down.stderr
-    assert not [pid for pid in pids if _alive(pid)]
+    assert not [pid for pid in pids if alive(pid)]
     assert _testbed("status", "--dir", str(workdir)).returncode == 1
+    assert _differences(before, node.machine_state(binaries)) == {}
 
 
-def test_killed_launcher_leaves_no_orphans(tmp_path: Path) -> None:
+def test_killed_launcher_leaves_no_orphans_and_the_next_start_sweeps(tmp_path: Path) -> None:
+    binaries = ensure_built()
+    before = node.machine_state(binaries)
     script = textwrap.dedent(
         f"""
         import json, sys, time
@@ -64,7 +165,9 @@ def test_killed_launcher_leaves_no_orphans(tmp_path: Path) -> None:
         from testbed.cluster import LocalCluster
         cluster = LocalCluster(Path({str(tmp_path / "cluster")!r}))
         cluster.start()
-        print(json.dumps([c.process.pid for c in cluster.components]), flush=True)
+        pids = [c.process.pid for c in cluster.components]
+        pids += [p.popen.pid for p in cluster.node.processes]
+        print(json.dumps(pids), flush=True)
         time.sleep(600)
         """
     )
@@ -76,9 +179,22 @@ def test_killed_launcher_leaves_no_orphans(tmp_path: Path) -> None:
     )
     assert launcher.stdout is not None
     pids = json.loads(launcher.stdout.readline())
-    assert len(pids) == 5
-    assert all(_alive(pid) for pid in pids)
+    assert len(pids) == 5 + 5  # the control plane; containerd, kubelet, proxy, DNS, volumes
+    assert all(alive(pid) for pid in pids)
+    _run_pod(tmp_path / "cluster", "crashed")
 
     launcher.send_signal(signal.SIGKILL)  # no finalizer, no atexit: only the kernel can help
     launcher.wait()
-    wait_for("every component to exit", lambda: not any(_alive(p) for p in pids), timeout=15)
+    wait_for("every component to exit", lambda: not any(alive(p) for p in pids), timeout=15)
+    # The Pod's shim and container outlive the kubelet: that is what the sweep is for.
+    assert node.machine_state(binaries)["processes"]
+
+    workdir = tmp_path / "next"
+    up = _testbed("up", "--dir", str(workdir))
+    try:
+        assert up.returncode == 0, up.stderr + up.stdout
+        assert "sweeping what the node of" in up.stdout
+    finally:
+        down = _testbed("down", "--dir", str(workdir))
+    assert down.returncode == 0, down.stderr
+    assert _differences(before, node.machine_state(binaries)) == {}

@@ -27,7 +27,7 @@ from berth.prune.gc import parse_swept_blobs
 from berth.prune.run import reclaimed_bytes
 from berth.reconcile.pruneschedule import run_schedule
 from berth.resources.pruneschedule import garbage_collect_command
-from testbed.cluster import free_port
+from testbed.cluster import KWOK_NAMESPACE_ANNOTATIONS, free_port
 from testbed.images import Image, Index, Pusher, random_image
 from testbed.registry import REGISTRY_BINARY, LocalRegistry
 
@@ -420,7 +420,15 @@ def test_a_schedule_in_another_namespace_is_refused_and_deletes_nothing(
 ) -> None:
     tenant = f"{namespace}-tenant"
     core = client.CoreV1Api(api_client)
-    core.create_namespace({"metadata": {"name": tenant, "labels": {"berth.dev/test": "true"}}})
+    core.create_namespace(
+        {
+            "metadata": {
+                "name": tenant,
+                "labels": {"berth.dev/test": "true"},
+                "annotations": KWOK_NAMESPACE_ANNOTATIONS,
+            }
+        }
+    )
     try:
         old = NOW - datetime.timedelta(days=30)
         pushes: list[tuple[str, str, Image | Index]] = []

@@ -13,7 +13,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from berth.constants import DEFAULT_OPERATOR_IMAGE, GROUP, VERSION
-from testbed.cluster import free_port, wait_for
+from testbed.cluster import KWOK_NAMESPACE_ANNOTATIONS, free_port, wait_for
 
 from .prune_support import create_object, custom, get_object, wait_condition
 
@@ -236,7 +236,15 @@ def test_a_missing_registry_is_an_invalid_spec_until_it_appears(
 def registry_namespace(api_client: client.ApiClient) -> Iterator[str]:
     name = f"t-reg-{uuid.uuid4().hex[:8]}"
     core = client.CoreV1Api(api_client)
-    core.create_namespace({"metadata": {"name": name, "labels": {"berth.dev/test": "true"}}})
+    core.create_namespace(
+        {
+            "metadata": {
+                "name": name,
+                "labels": {"berth.dev/test": "true"},
+                "annotations": KWOK_NAMESPACE_ANNOTATIONS,
+            }
+        }
+    )
     yield name
     core.delete_namespace(name)
 

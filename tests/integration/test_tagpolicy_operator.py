@@ -28,7 +28,7 @@ from prometheus_client import REGISTRY
 from berth.cli import main
 from berth.constants import GROUP, VERSION
 from berth.registry.client import RegistryClient
-from testbed.cluster import free_port, wait_for
+from testbed.cluster import KWOK_NAMESPACE_ANNOTATIONS, free_port, wait_for
 from testbed.images import Image, Index, push_sync, random_image, random_index
 from testbed.registry import HtpasswdAuth, LocalRegistry
 
@@ -469,7 +469,15 @@ def test_a_policy_may_only_name_repositories_its_namespace_may_push_to(
     ns = registries.namespace
     core = client.CoreV1Api(api_client)
     other = f"{ns}-b"
-    core.create_namespace({"metadata": {"name": other, "labels": {"berth.dev/test": "true"}}})
+    core.create_namespace(
+        {
+            "metadata": {
+                "name": other,
+                "labels": {"berth.dev/test": "true"},
+                "annotations": KWOK_NAMESPACE_ANNOTATIONS,
+            }
+        }
+    )
     try:
         custom(api_client).patch_namespaced_custom_object(
             GROUP,
