@@ -23,6 +23,7 @@ from berth.handlers.settings import Memo
 from berth.k8s.crds import apply_crds
 from berth.observability import REDACTOR
 from testbed.cluster import KWOK_NAMESPACE_ANNOTATIONS, LocalCluster
+from testbed.node import RealNode
 from testbed.registry import LocalRegistry
 from testbed.testbin import REPO_ROOT
 
@@ -30,10 +31,10 @@ OPERATOR_TAG_POLL_INTERVAL = 300.0
 
 
 @pytest.fixture(scope="session")
-def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    external = os.environ.get("BERTH_TEST_KUBECONFIG")
-    if external:
-        yield Path(external)
+def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster | None]:
+    """The session's test-bed cluster (None when BERTH_TEST_KUBECONFIG names another)."""
+    if os.environ.get("BERTH_TEST_KUBECONFIG"):
+        yield None
         return
     cluster = LocalCluster(tmp_path_factory.mktemp("cluster"))
     try:
@@ -41,9 +42,38 @@ def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     except Exception as error:
         pytest.fail(f"the test-bed cluster did not start: {error}", pytrace=False)
     try:
-        yield cluster.kubeconfig
+        yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(local_cluster: LocalCluster | None) -> Path:
+    if local_cluster is None:
+        return Path(os.environ["BERTH_TEST_KUBECONFIG"])
+    return local_cluster.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def real_node(local_cluster: LocalCluster | None) -> RealNode:
+    """The session cluster's real node, where Pods run and the kubelet pulls."""
+    if local_cluster is None or local_cluster.node is None:
+        pytest.fail(
+            "these tests need the test bed's real node (BERTH_TEST_KUBECONFIG and "
+            "BERTH_REAL_NODE=0 leave it out)",
+            pytrace=False,
+        )
+    return local_cluster.node
+
+
+@pytest.fixture
+def node_namespace(api_client: client.ApiClient) -> Iterator[str]:
+    """A fresh namespace whose Pods run on the real node, deleted afterwards."""
+    name = f"n-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(api_client)
+    core.create_namespace({"metadata": {"name": name, "labels": {"berth.dev/test": "true"}}})
+    yield name
+    core.delete_namespace(name)
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +91,7 @@ def berth_crds(kubeconfig: Path) -> list[str]:
 
 @pytest.fixture
 def namespace(api_client: client.ApiClient) -> Iterator[str]:
-    """A fresh namespace per test, deleted afterwards."""
+    """A fresh namespace per test, deleted afterwards; its Pods go to the kwok node."""
     name = f"t-{uuid.uuid4().hex[:8]}"
     core = client.CoreV1Api(api_client)
     core.create_namespace(

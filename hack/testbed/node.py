@@ -91,6 +91,8 @@ SYSCTLS = (
 # Processes of ours: the node's binaries from the test bed's build folder.
 NODE_BINARIES = ("containerd", "containerd-shim-runc-v2", "kubelet", "kube-proxy", "coredns")
 _FILTER_CHAIN = "BERTH-TESTBED"
+HOSTS_FILE = Path("/etc/hosts")
+_HOSTS_MARK = "# berth-testbed"
 _CAPABILITIES = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_SYS_CHROOT": 18, "CAP_MKNOD": 27}
 _NEEDED_COMMANDS = {
     "runc": "runc",
@@ -204,6 +206,17 @@ def machine_snapshot() -> dict[str, Any]:
     }
 
 
+def set_hosts(addresses: dict[str, str]) -> None:
+    """Our marked lines of /etc/hosts become `addresses` (name -> IP); other lines stay.
+    Written in place: /etc/hosts may be a bind mount that a rename would not reach."""
+    kept = [line for line in HOSTS_FILE.read_text().splitlines() if not line.endswith(_HOSTS_MARK)]
+    by_address: dict[str, list[str]] = {}
+    for name, address in sorted(addresses.items()):
+        by_address.setdefault(address, []).append(name)
+    ours = [f"{address} {' '.join(names)} {_HOSTS_MARK}" for address, names in by_address.items()]
+    HOSTS_FILE.write_text("\n".join([*kept, *ours]) + "\n")
+
+
 def machine_state(binaries: Path) -> dict[str, Any]:
     """Everything of the machine a node could leave behind, to compare before and after:
     processes of the node's binaries and in Pod cgroups, mount points, network links,
@@ -217,6 +230,7 @@ def machine_state(binaries: Path) -> dict[str, Any]:
         "processes": sorted(_our_pids(binaries) + _container_pids()),
         "mounts": sorted(set(_mounts_under(("/",)))),
         "links": sorted(str(link["ifname"]) for link in _links()),
+        "hosts": HOSTS_FILE.read_text(),
         "iptables": chains,
         **machine_snapshot(),
     }
@@ -425,6 +439,12 @@ class RealNode:
             '  capabilities = ["pull", "resolve"]\n'
             f'  ca = "{folder / "ca.crt"}"\n'
         )
+
+    def resolve(self, addresses: dict[str, str]) -> None:
+        """Make each name resolve to its address on the node (the machine): marked lines in
+        /etc/hosts, which the kubelet's pulls (containerd) and the machine's clients read.
+        Replaces what an earlier call set. The stand-in for node integration."""
+        set_hosts(addresses)
 
     def _start_containerd(self, preexec: Callable[[], None] | None, timeout: float) -> None:
         base = self.root / "containerd"
@@ -858,6 +878,8 @@ def sweep(state: dict[str, Any]) -> None:
     for name in _our_links():
         _run("ip", "link", "delete", name, check=False)
     _iptables_sweep()
+    if any(line.endswith(_HOSTS_MARK) for line in HOSTS_FILE.read_text().splitlines()):
+        set_hosts({})
     for name, value in state.get("sysctls", {}).items():
         if value is not None and _read_sysctl(name) != value:
             with contextlib.suppress(OSError):

@@ -299,8 +299,10 @@ def _gzip_layer(tar_stream: io.BufferedIOBase | io.BytesIO, destination: Path) -
     return _Layer(destination, digest, "sha256:" + diff.hexdigest(), destination.stat().st_size)
 
 
-def _image_config(layers: Sequence[_Layer], config: dict[str, object], note: str) -> bytes:
-    created = _created()
+def _image_config(
+    layers: Sequence[_Layer], config: dict[str, object], note: str, created: str | None = None
+) -> bytes:
+    created = created or _created()
     return _canonical(
         {
             "architecture": _goarch(),
@@ -376,10 +378,16 @@ def _tar_layout(
 
 
 def _entries_image(
-    folder: Path, name: str, entries: Sequence[_Entry], config: dict[str, object], note: str
+    folder: Path,
+    name: str,
+    entries: Sequence[_Entry],
+    config: dict[str, object],
+    note: str,
+    created: str | None = None,
 ) -> None:
     layer = _gzip_layer(io.BytesIO(_layer_tar(entries)), folder / "layer.tar.gz")
-    _write_oci_archive(folder / _ARCHIVE, name, [layer], _image_config([layer], config, note))
+    image_config = _image_config([layer], config, note, created)
+    _write_oci_archive(folder / _ARCHIVE, name, [layer], image_config)
     layer.path.unlink()
 
 
@@ -851,18 +859,7 @@ class _Builder:
         key = _key(name, config, _sha256_file(binary))
 
         def build(folder: Path) -> None:
-            if _shared_libraries(binary):
-                raise ImageBuildError(f"{binary} is not static: install busybox-static")
-            applets = _run([str(binary), "--list-full"], folder / "build.log").split()
-            entries = [
-                _Entry("bin/busybox", 0o755, binary.read_bytes()),
-                *[_Entry(a, target="/bin/busybox") for a in applets if a != "bin/busybox"],
-                _Entry("etc/passwd", 0o644, _PASSWD.encode()),
-                _Entry("etc/group", 0o644, _GROUP.encode()),
-                *_dirs("root", mode=0o700),
-                *_dirs("tmp", "var/tmp", mode=0o1777),
-                *_dirs("home", "usr/bin", "usr/sbin", "sbin"),
-            ]
+            entries = _busybox_entries(binary, folder / "build.log")
             _entries_image(folder, name, entries, config, "Debian busybox-static")
 
         return self._cached("busybox", name, key, build)
@@ -876,6 +873,36 @@ _GROUP = """\
 root:x:0:
 nogroup:x:65534:
 """
+
+
+def _busybox_entries(binary: Path, log: Path) -> list[_Entry]:
+    if _shared_libraries(binary):
+        raise ImageBuildError(f"{binary} is not static: install busybox-static")
+    applets = _run([str(binary), "--list-full"], log).split()
+    return [
+        _Entry("bin/busybox", 0o755, binary.read_bytes()),
+        *[_Entry(a, target="/bin/busybox") for a in applets if a != "bin/busybox"],
+        _Entry("etc/passwd", 0o644, _PASSWD.encode()),
+        _Entry("etc/group", 0o644, _GROUP.encode()),
+        *_dirs("root", mode=0o700),
+        *_dirs("tmp", "var/tmp", mode=0o1777),
+        *_dirs("home", "usr/bin", "usr/sbin", "sbin"),
+    ]
+
+
+def workload_image(
+    folder: Path, name: str, files: dict[str, str], *, created: str | None = None
+) -> Path:
+    """An OCI archive of a runnable image no node has yet: the test image's busybox plus
+    `files` (path in the image -> content), named `name`, created at `created` (RFC 3339;
+    now by default). Tests push it and make a Pod run it, so that the kubelet must pull
+    it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = _busybox_entries(Path("/bin/busybox"), folder / "build.log")
+    entries += [_Entry(path.lstrip("/"), 0o644, text.encode()) for path, text in files.items()]
+    config: dict[str, object] = {"Env": [f"PATH={_PATH}"], "Cmd": ["sh"]}
+    _entries_image(folder, name, entries, config, "a test workload", created)
+    return folder / _ARCHIVE
 
 
 def _shared_libraries(binary: Path) -> list[str]:

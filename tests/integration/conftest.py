@@ -8,9 +8,10 @@ import pytest
 # - test_launcher.py starts clusters of its own with the real node, which can only run
 #   while the session's cluster (started on first use of the `kubeconfig` fixture) does
 #   not hold the machine's one real node yet;
-# - test_install.py runs its own operator and must not share the cluster with the
-#   session's in-process one (the `operator` fixture starts it on first use).
-RUN_FIRST = ("test_launcher.py", "test_install.py")
+# - test_install.py and test_node_chart.py run their own operator (a process, a Pod
+#   from the chart) and must not share the cluster with the session's in-process one
+#   (the `operator` fixture starts it on first use).
+RUN_FIRST = ("test_launcher.py", "test_install.py", "test_node_chart.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,0 +1,382 @@
+"""Berth end to end on the real node, installed as a user installs it.
+
+The chart is installed with Helm (the image built from the repository's Dockerfile is on
+the node under the chart's default name); the operator runs as a Pod with the chart's
+ServiceAccount. The sample Registry (Token auth, SelfSigned TLS), on a PVC, then:
+
+1. its registry and token-server Pods are Running and Ready through their real probes;
+2. a robot credential from a team namespace's pull Secret pushes an image with skopeo to
+   the registry's Service (TLS verified with Berth's CA), and is refused another team's
+   repository;
+3. a Pod in the team namespace runs that image, pulled by the kubelet with the pull
+   Secret Berth put on the namespace's default ServiceAccount;
+4. a PruneSchedule's CronJob fires: its Job runs `berth prune` from the built image and
+   deletes what the rules say (never the image in use), then the GC Job runs the real
+   `garbage-collect` on the PVC while the registry is read-only, and it is read-write
+   after;
+5. a credential rotation while the kubelet pulls in a loop: no pull fails.
+
+The node is configured by hand for the registry's names and CA (node_support.
+configure_node), as node integration will do by itself. This module runs right after
+test_install.py, before the session's in-process operator starts: one operator only.
+"""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from berth.constants import DEFAULT_OPERATOR_IMAGE, GROUP, VERSION
+from berth.resources.access import pull_secret_name
+from testbed.cluster import wait_for
+from testbed.node import RealNode
+from testbed.nodeimages import workload_image
+from testbed.testbin import REPO_ROOT, ensure_built
+from tests.integration import node_support as ns
+
+pytestmark = [pytest.mark.cluster, pytest.mark.node]
+
+
+@dataclass
+class Bed:
+    api: client.ApiClient
+    node: RealNode
+    workdir: Path
+    release: str
+    system: str  # where the chart runs the operator
+    home: str  # the Registry's namespace
+    team: str  # may push to team/...
+    other: str  # another team
+    registry: ns.Served | None = None
+    creds: tuple[str, str] = ("", "")
+    digests: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def cert_dir(self) -> Path:
+        assert self.registry is not None
+        return self.registry.write_ca(self.workdir / "certs")
+
+    def image(self, repository: str, tag: str) -> str:
+        assert self.registry is not None
+        return f"{self.registry.host}/{repository}:{tag}"
+
+
+def _helm(kubeconfig: Path, *args: str) -> str:
+    result = subprocess.run(
+        [str(ensure_built() / "helm"), "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def bed(
+    api_client: client.ApiClient,
+    kubeconfig: Path,
+    real_node: RealNode,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Bed]:
+    running = [t.name for t in threading.enumerate() if t.name == "berth-operator"]
+    assert not running, "the in-process operator runs: this module must run before it"
+    suffix = uuid.uuid4().hex[:6]
+    bed = Bed(
+        api=api_client,
+        node=real_node,
+        workdir=tmp_path_factory.mktemp("chart-e2e"),
+        release="berth",
+        system=ns.labelled_namespace(
+            api_client,
+            f"berth-system-{suffix}",
+            {"pod-security.kubernetes.io/enforce": "restricted"},
+        ),
+        home=ns.labelled_namespace(api_client, f"registry-{suffix}", {}),
+        team=ns.labelled_namespace(api_client, f"team-a-{suffix}", ns.PUSH_LABEL),
+        other=ns.labelled_namespace(api_client, f"team-b-{suffix}", ns.PUSH_LABEL),
+    )
+    _helm(
+        kubeconfig,
+        "install", bed.release, str(REPO_ROOT / "charts" / "berth"),
+        "--namespace", bed.system,
+        "--set", "operator.verbose=true",
+    )  # fmt: skip
+    try:
+        yield bed
+    finally:
+        # The operator first, so that nothing recreates what the namespaces take away.
+        _helm(kubeconfig, "uninstall", bed.release, "--namespace", bed.system, "--wait")
+        ns.delete_namespaces(api_client, bed.team, bed.other, bed.home, bed.system)
+
+
+def _operator_logs(bed: Bed) -> str:
+    core = client.CoreV1Api(bed.api)
+    pods = core.list_namespaced_pod(bed.system).items
+    return "\n".join(
+        core.read_namespaced_pod_log(p.metadata.name, bed.system, tail_lines=60) for p in pods
+    )
+
+
+def test_the_chart_runs_the_operator_as_a_pod_of_the_built_image(bed: Bed) -> None:
+    core = client.CoreV1Api(bed.api)
+
+    def operator_ready() -> bool:
+        pods = core.list_namespaced_pod(bed.system).items
+        return len(pods) == 1 and all(s.ready for s in (pods[0].status.container_statuses or []))
+
+    wait_for("the operator Pod Ready (its /healthz probe)", operator_ready, 120, interval=1)
+    [pod] = core.list_namespaced_pod(bed.system).items
+    ns.assert_really_running(pod)
+    assert pod.spec.containers[0].image == DEFAULT_OPERATOR_IMAGE
+    assert pod.spec.service_account_name == bed.release
+    # It reached the API server through the `kubernetes` Service with its own token.
+    assert "Authentication" not in _operator_logs(bed)
+
+
+def test_the_sample_registry_on_a_pvc_becomes_ready_with_real_pods(bed: Bed) -> None:
+    spec = ns.registry_spec({"pvc": {"size": "1Gi"}})
+    ns.create_registry(bed.api, bed.home, "registry", spec)
+    try:
+        ns.wait_ready(bed.api, bed.home, "registry", timeout=240)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\noperator log:\n{_operator_logs(bed)}") from None
+    for component in ("registry", "token-server"):
+        [pod] = ns.running_pods(bed.api, bed.home, f"app.kubernetes.io/component={component}")
+        ns.assert_really_running(pod)
+    bed.registry = ns.served(bed.api, bed.home, "registry")
+    ns.configure_node(bed.node, bed.registry)
+    bed.creds = ns.robot_credential(bed.api, bed.team, bed.registry)
+
+
+def _created(minutes_ago: int) -> str:
+    moment = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=minutes_ago)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _push(
+    bed: Bed, repository: str, tag: str, *, minutes_ago: int
+) -> subprocess.CompletedProcess[str]:
+    archive = workload_image(
+        bed.workdir / f"image-{tag}",
+        f"localhost/e2e/{tag}:1",
+        {"/proof.txt": f"proof-{tag}\n"},
+        created=_created(minutes_ago),
+    )
+    return ns.skopeo_copy(
+        f"oci-archive:{archive}",
+        f"docker://{bed.image(repository, tag)}",
+        creds=bed.creds,
+        cert_dir=bed.cert_dir,
+    )
+
+
+def _digest(bed: Bed, repository: str, tag: str) -> str | None:
+    inspected = subprocess.run(
+        [
+            "skopeo", "inspect", "--format", "{{.Digest}}",
+            "--creds", f"{bed.creds[0]}:{bed.creds[1]}", "--cert-dir", str(bed.cert_dir),
+            f"docker://{bed.image(repository, tag)}",
+        ],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return inspected.stdout.strip() if inspected.returncode == 0 else None
+
+
+def test_a_robot_pushes_with_skopeo_and_is_refused_another_teams_repository(bed: Bed) -> None:
+    assert bed.registry is not None, "the Registry test before this one failed"
+    app = f"{bed.team}/app"
+    # Three images, oldest first: "old" will be the one in use, "middle" the one the
+    # rules delete, "new" the newest.
+    for tag, minutes_ago in (("old", 30), ("middle", 20), ("new", 10)):
+        pushed = _push(bed, app, tag, minutes_ago=minutes_ago)
+        assert pushed.returncode == 0, pushed.stderr
+        digest = _digest(bed, app, tag)
+        assert digest is not None
+        assert digest.startswith("sha256:")
+        bed.digests[tag] = digest
+    assert len(set(bed.digests.values())) == 3
+
+    refused = _push(bed, f"{bed.other}/app", "old", minutes_ago=30)
+    assert refused.returncode != 0
+    assert "denied" in refused.stderr.lower() or "unauthorized" in refused.stderr.lower(), (
+        refused.stderr
+    )
+
+
+def test_the_kubelet_pulls_with_the_pull_secret_on_the_service_account(bed: Bed) -> None:
+    assert bed.digests, "the push test before this one failed"
+    core = client.CoreV1Api(bed.api)
+    secret = pull_secret_name(bed.home, "registry")
+    account = core.read_namespaced_service_account("default", bed.team)
+    assert secret in [ref.name for ref in account.image_pull_secrets or []]
+
+    image = bed.image(f"{bed.team}/app", "old")
+    ns.run_pod(bed.api, bed.team, "app", image, "cat /proof.txt; sleep 3600")
+    assert ns.wait_outcome(bed.api, bed.team, "app") == "pulled"
+    wait_for(
+        "the Pod Ready",
+        lambda: bool(core.read_namespaced_pod("app", bed.team).status.container_statuses[0].ready),
+        60,
+    )
+    pod = core.read_namespaced_pod("app", bed.team)
+    ns.assert_really_running(pod)
+    assert pod.spec.image_pull_secrets[0].name == secret  # from the ServiceAccount
+    assert pod.status.container_statuses[0].image_id.endswith(bed.digests["old"])
+    assert core.read_namespaced_pod_log("app", bed.team) == "proof-old\n"
+    # Without the Secret the same pull is refused: the credential is what let it through.
+    # (A ServiceAccount that no grant names gets no pull Secret.)
+    core.create_namespaced_service_account(bed.team, {"metadata": {"name": "outsider"}})
+    ns.run_pod(bed.api, bed.team, "anonymous", image, "true", pull_always=True,
+               service_account="outsider")  # fmt: skip
+    outcome = ns.wait_outcome(bed.api, bed.team, "anonymous")
+    core.delete_namespaced_pod("anonymous", bed.team, grace_period_seconds=0)
+    assert outcome.startswith(("ErrImagePull", "ImagePullBackOff")), outcome
+    assert "401" in outcome or "unauthorized" in outcome.lower(), outcome
+
+
+def _registry(bed: Bed) -> dict[str, Any]:
+    return ns.get_registry(bed.api, bed.home, "registry")
+
+
+def test_a_scheduled_prune_deletes_by_the_rules_and_gc_frees_the_pvc(bed: Bed) -> None:
+    assert bed.digests, "the push test before this one failed"
+    core, batch = client.CoreV1Api(bed.api), client.BatchV1Api(bed.api)
+    volume = _volume_folder(bed)
+    stored_before = _bytes_under(volume)
+    schedule = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "PruneSchedule",
+        "metadata": {"name": "every-minute"},
+        "spec": {
+            "registryRef": {"name": "registry"},
+            "schedule": "* * * * *",
+            "repositories": {"include": ["**"]},
+            "retention": {"keepLast": 1, "keepYoungerThan": "1m", "deleteUntagged": True},
+            "protectInUse": True,
+            "garbageCollect": {"enabled": True},
+        },
+    }
+    custom = client.CustomObjectsApi(bed.api)
+    custom.create_namespaced_custom_object(GROUP, VERSION, bed.home, "pruneschedules", schedule)
+    read_only_seen: list[str] = []
+
+    def finished() -> bool:
+        if ns.condition(_registry(bed), "ReadOnly").get("status") == "True":
+            read_only_seen.append(ns.condition(_registry(bed), "ReadOnly").get("reason", ""))
+        status = (
+            custom.get_namespaced_custom_object(
+                GROUP, VERSION, bed.home, "pruneschedules", "every-minute"
+            ).get("status")
+            or {}
+        )
+        return bool(status.get("lastRun", {}).get("completionTime"))
+
+    try:
+        wait_for("the CronJob's run to finish", finished, 240, interval=0.5)
+    except Exception as error:
+        jobs = batch.list_namespaced_job(bed.home).items
+        raise AssertionError(f"{error}\njobs: {[j.status for j in jobs]}") from None
+    status = custom.get_namespaced_custom_object(
+        GROUP, VERSION, bed.home, "pruneschedules", "every-minute"
+    )["status"]
+    assert ns.condition(status, "LastRunSucceeded").get("status") == "True", status
+
+    # The run was a Job of the CronJob, in a Pod of the built image, on the real node.
+    jobs = batch.list_namespaced_job(bed.home).items
+    owners = {j.metadata.name: (j.metadata.owner_references or [None])[0] for j in jobs}
+    prune_jobs = [name for name, ref in owners.items() if ref is not None and ref.kind == "CronJob"]
+    assert prune_jobs, owners
+    prune_pods = core.list_namespaced_pod(bed.home, label_selector=f"job-name={prune_jobs[0]}")
+    [prune_pod] = prune_pods.items
+    assert prune_pod.spec.node_name == ns.NODE_NAME
+    assert prune_pod.spec.containers[0].image == DEFAULT_OPERATOR_IMAGE
+    assert prune_pod.status.container_statuses[0].container_id.startswith("containerd://")
+
+    # What the rules say: keep the newest and the one in use, delete the middle one.
+    deleted = {e["digest"] for e in status["plan"] if e["action"] == "Delete"}
+    assert deleted == {bed.digests["middle"]}, status["plan"]
+    assert status["lastRun"]["keptInUse"] >= 1
+    app = f"{bed.team}/app"
+    assert _digest(bed, app, "middle") is None
+    assert _digest(bed, app, "old") == bed.digests["old"]
+    assert _digest(bed, app, "new") == bed.digests["new"]
+
+    # GC ran the real `garbage-collect` on the PVC, in a Job's Pod on the real node, while
+    # the registry was read-only; the run read the collector's own log.
+    gc_jobs = batch.list_namespaced_job(
+        bed.home, label_selector="app.kubernetes.io/component=garbage-collect"
+    ).items
+    assert gc_jobs, [j.metadata.name for j in jobs]
+    assert gc_jobs[0].status.succeeded == 1, gc_jobs[0].status
+    assert "Maintenance" in read_only_seen, read_only_seen
+    message = ns.condition(status, "LastRunSucceeded")["message"]
+    assert "garbage-collect:" in message, message
+    wait_for(
+        "the registry read-write again",
+        lambda: ns.condition(_registry(bed), "ReadOnly").get("status") != "True",
+        120,
+    )
+    assert _bytes_under(volume) < stored_before, (stored_before, _bytes_under(volume))
+    assert status["lastRun"]["bytesReclaimed"] > 0, status["lastRun"]
+    after = _push(bed, app, "after-gc", minutes_ago=0)
+    assert after.returncode == 0, after.stderr
+    custom.delete_namespaced_custom_object(
+        GROUP, VERSION, bed.home, "pruneschedules", "every-minute"
+    )
+
+
+def _volume_folder(bed: Bed) -> Path:
+    """The local volume behind the Registry's PVC: a folder of the node's."""
+    core = client.CoreV1Api(bed.api)
+    [claim] = core.list_namespaced_persistent_volume_claim(bed.home).items
+    volume = core.read_persistent_volume(claim.spec.volume_name)
+    return Path(volume.spec.local.path)
+
+
+def _bytes_under(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def test_no_pull_fails_during_a_credential_rotation(bed: Bed) -> None:
+    assert bed.digests, "the push test before this one failed"
+    core = client.CoreV1Api(bed.api)
+    image = bed.image(f"{bed.team}/app", "new")
+    secret = pull_secret_name(bed.home, "registry")
+
+    def robot() -> str:
+        return ns.robot_credential(bed.api, bed.team, bed.registry)[0]  # type: ignore[arg-type]
+
+    first = robot()
+    outcomes: list[str] = []
+    robots_seen = {first}
+    rotated = False
+    for index in range(16):
+        name = f"puller-{index}"
+        ns.run_pod(bed.api, bed.team, name, image, "cat /proof.txt", pull_always=True,
+                   restart="Never")  # fmt: skip
+        outcomes.append(ns.wait_outcome(bed.api, bed.team, name))
+        core.delete_namespaced_pod(name, bed.team, grace_period_seconds=0)
+        if index == 3:
+            client.CustomObjectsApi(bed.api).patch_namespaced_custom_object(
+                GROUP, VERSION, bed.home, "registries", "registry",
+                {"metadata": {"annotations": {"berth.dev/rotate-credentials": "e2e-1"}}},
+            )  # fmt: skip
+            rotated = True
+        robots_seen.add(robot())
+        if rotated and len(robots_seen) > 1 and index >= 10:
+            break
+        time.sleep(0.5)
+    assert [o for o in outcomes if o != "pulled"] == []
+    assert len(robots_seen) > 1, f"the credential in {secret} never rotated: {robots_seen}"
+    assert len(outcomes) > 5
