@@ -235,6 +235,7 @@ def test_gc_job_mounts_the_registry_config_and_volume_on_its_node() -> None:
     ]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["automountServiceAccountToken"] is False
+    assert pod["enableServiceLinks"] is False  # no REGISTRY_* from a Service named registry
 
 
 def test_gc_job_on_an_existing_claim_and_on_s3() -> None:

@@ -101,6 +101,9 @@ def test_pod_spec_meets_restricted_and_fixes_no_uid_on_openshift(openshift: bool
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert ("runAsUser" in pod["securityContext"]) is not openshift
     assert pod["automountServiceAccountToken"] is False
+    # A Service named "registry" would inject REGISTRY_PORT=tcp://..., which distribution
+    # reads as its configuration and refuses to start (seen on the real node).
+    assert pod["enableServiceLinks"] is False
     assert container["readinessProbe"]["httpGet"]["path"] == "/debug/health"
 
 
