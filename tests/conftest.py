@@ -23,9 +23,9 @@ from berth.handlers.settings import Memo
 from berth.k8s.crds import apply_crds
 from berth.observability import REDACTOR
 from testbed.cluster import KWOK_NAMESPACE_ANNOTATIONS, LocalCluster
-from testbed.node import RealNode
+from testbed.node import RealNode, running_owner
 from testbed.registry import LocalRegistry
-from testbed.testbin import REPO_ROOT
+from testbed.testbin import REPO_ROOT, ensure_built
 
 OPERATOR_TAG_POLL_INTERVAL = 300.0
 
@@ -57,6 +57,12 @@ def kubeconfig(local_cluster: LocalCluster | None) -> Path:
 @pytest.fixture(scope="session")
 def real_node(local_cluster: LocalCluster | None) -> RealNode:
     """The session cluster's real node, where Pods run and the kubelet pulls."""
+    if local_cluster is None:
+        # A cluster of `make cluster-up` (BERTH_TEST_KUBECONFIG) whose node runs here.
+        owner = running_owner()
+        kubeconfig = Path(os.environ["BERTH_TEST_KUBECONFIG"]).resolve()
+        if owner is not None and Path(owner) == kubeconfig.parent:
+            return RealNode(Path(owner) / "node", ensure_built())
     if local_cluster is None or local_cluster.node is None:
         pytest.fail(
             "these tests need the test bed's real node (BERTH_TEST_KUBECONFIG and "

@@ -1,4 +1,5 @@
-"""Test-bed benchmarks: cold build, cached start, memory of the running control plane.
+"""Test-bed benchmarks: cold build (in all and per binary), cached start with the real
+node, memory of the running control plane and node.
 
 PYTHONPATH=hack .venv/bin/python -m benchmarks.testbed [--cold] [--starts N]
 """
@@ -18,9 +19,10 @@ from testbed.cluster import LocalCluster
 from testbed.testbin import BUILD_SCRIPT, ensure_built
 
 
-def cold_build() -> float:
+def cold_build() -> tuple[float, dict[str, float]]:
     """hack/testbin/build.sh with empty Go module and build caches and an empty output
-    cache: everything downloaded through the module proxy and compiled."""
+    cache: everything downloaded through the module proxy and compiled. The total, and
+    the seconds from each "[testbin] building X" line to the next (downloads included)."""
     with tempfile.TemporaryDirectory(prefix="berth-cold-") as scratch:
         env = {
             **os.environ,
@@ -30,19 +32,38 @@ def cold_build() -> float:
             "GOFLAGS": "-p=2 -modcacherw",
         }
         started = time.monotonic()
-        subprocess.run(["bash", str(BUILD_SCRIPT)], env=env, check=True, capture_output=True)
-        return time.monotonic() - started
+        steps: dict[str, float] = {}
+        current, since = "", started
+        build = subprocess.Popen(
+            ["bash", str(BUILD_SCRIPT)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert build.stderr is not None
+        for line in build.stderr:
+            if line.startswith("[testbin] "):
+                now = time.monotonic()
+                if current:
+                    steps[current] = now - since
+                current, since = line.removeprefix("[testbin] ").strip(), now
+        if build.wait() != 0:
+            raise RuntimeError("hack/testbin/build.sh failed")
+        return time.monotonic() - started, steps
 
 
 def component_rss_mb(cluster: LocalCluster) -> dict[str, float]:
     sizes = {}
-    for component in cluster.components:
-        assert component.process is not None
-        status = Path(f"/proc/{component.process.pid}/status").read_text()
+    pids = [(c.name, c.process.pid) for c in cluster.components if c.process is not None]
+    if cluster.node is not None:
+        pids += [(p.name, p.popen.pid) for p in cluster.node.processes if p.popen is not None]
+    for name, pid in pids:
+        status = Path(f"/proc/{pid}/status").read_text()
         rss_kb = next(
             int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")
         )
-        sizes[component.name] = rss_kb / 1024
+        sizes[name] = rss_kb / 1024
     return sizes
 
 
@@ -56,7 +77,10 @@ def main() -> None:
     binaries = ensure_built()
     print(f"cached build (no-op): {time.monotonic() - started:.2f}s")
     if args.cold:
-        print(f"cold build: {cold_build():.0f}s")
+        total, steps = cold_build()
+        print(f"cold build: {total:.0f}s")
+        for step, seconds in steps.items():
+            print(f"  {step:44} {seconds:6.0f}s")
 
     times = []
     memory: dict[str, float] = {}
@@ -71,7 +95,8 @@ def main() -> None:
         cluster.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     print(
-        f"cached start to Ready node + default SA ({args.starts} runs): "
+        f"cached start to Ready nodes (real and kwok), DNS, Services + default SA "
+        f"({args.starts} runs): "
         f"median {statistics.median(times):.1f}s, min {min(times):.1f}s, max {max(times):.1f}s"
     )
     print("resident memory after 30 s idle:")

@@ -1,10 +1,13 @@
-"""`python -m testbed up|down|status`: the detached cluster behind `make cluster-up`."""
+"""`python -m testbed up|down|status|trust`: the detached cluster behind `make cluster-up`,
+and `trust --registry NS/NAME`, which waits for that Registry to be Ready and configures
+the real node to pull from it (`make run` does this for its sample Registry)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from testbed.cluster import ClusterError, LocalCluster, detached_pids, stop_detached
 from testbed.testbin import REPO_ROOT
@@ -12,7 +15,9 @@ from testbed.testbin import REPO_ROOT
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testbed")
-    parser.add_argument("command", choices=["up", "down", "status", "build"])
+    parser.add_argument("command", choices=["up", "down", "status", "build", "trust"])
+    parser.add_argument("--registry", help="trust: the Registry, NAMESPACE/NAME")
+    parser.add_argument("--wait", type=float, default=600, help="trust: seconds to wait")
     parser.add_argument(
         "--dir", type=Path, default=REPO_ROOT / ".cache" / "cluster", help="cluster folder"
     )
@@ -24,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(ensure_built())
         return 0
+    if args.command == "trust":
+        return trust(workdir, args.registry, args.wait)
     if args.command == "status":
         pids = detached_pids(workdir)
         print(f"running ({len(pids)} processes)" if pids else "not running")
@@ -45,6 +52,46 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"cluster up in {cluster.startup_seconds:.1f}s at {cluster.server}")
     print(f"kubeconfig: {cluster.kubeconfig}")
+    return 0
+
+
+def trust(workdir: Path, registry: str | None, timeout: float) -> int:
+    """Wait for the Registry to be Ready, then make the node resolve its names and trust
+    its CA; leave the CA and a small runnable image under `workdir` for the README's
+    commands."""
+    from kubernetes import client, config
+
+    from testbed.node import RealNode
+    from testbed.nodeimages import workload_image
+    from testbed.procs import wait_for
+    from testbed.served import configure_node, served
+    from testbed.testbin import ensure_built
+
+    if not registry or "/" not in registry:
+        print("trust needs --registry NAMESPACE/NAME", file=sys.stderr)
+        return 2
+    namespace, name = registry.split("/", 1)
+    api = config.new_client_from_config(str(workdir / "kubeconfig"))  # type: ignore[no-untyped-call]
+    custom = client.CustomObjectsApi(api)
+
+    def ready() -> bool:
+        obj: dict[str, Any] = custom.get_namespaced_custom_object(  # type: ignore[assignment]
+            "berth.dev", "v1alpha1", namespace, "registries", name
+        )
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    try:
+        wait_for(f"Registry {registry} Ready", ready, timeout, interval=2)
+    except ClusterError as error:
+        print(f"trust: {error}", file=sys.stderr)
+        return 1
+    found = served(api, namespace, name)
+    configure_node(RealNode(workdir / "node", ensure_built()), found)
+    found.write_ca(workdir / "registry-ca")
+    hello = {"/hello.txt": "pushed from the machine, pulled by the kubelet\n"}
+    image = workload_image(workdir / "demo-image", "localhost/demo/hello:1", hello)
+    print(f"the node pulls from {found.host}; CA in {workdir / 'registry-ca'}; image {image}")
     return 0
 
 

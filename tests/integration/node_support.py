@@ -8,7 +8,6 @@ import base64
 import json
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,8 @@ from kubernetes.client.exceptions import ApiException
 from berth.constants import GROUP, VERSION
 from berth.resources.access import pull_secret_name
 from testbed.cluster import wait_for
-from testbed.node import NODE_NAME, RealNode
+from testbed.node import NODE_NAME
+from testbed.served import Served
 
 PUSH_LABEL = {"berth.dev/registry": "push"}
 
@@ -101,63 +101,6 @@ def delete_namespaces(api: client.ApiClient, *names: str) -> None:
         except ApiException as error:
             if error.status != 404:
                 raise
-
-
-@dataclass(frozen=True)
-class Served:
-    """What a user reads off a Ready Registry: its CA, Services and in-cluster host."""
-
-    namespace: str
-    name: str
-    ca_pem: bytes
-    cluster_ip: str
-    auth_ip: str
-    auth_port: int
-    port: int
-
-    @property
-    def host(self) -> str:
-        """The host image references in the cluster use: `<name>.<namespace>.svc:<port>`."""
-        return f"{self.name}.{self.namespace}.svc:{self.port}"
-
-    @property
-    def auth_host(self) -> str:
-        return f"{self.name}-auth.{self.namespace}.svc"
-
-    def write_ca(self, folder: Path) -> Path:
-        """A folder holding the CA as skopeo's --cert-dir wants it, and curl's file."""
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "ca.crt").write_bytes(self.ca_pem)
-        return folder
-
-
-def served(api: client.ApiClient, namespace: str, name: str) -> Served:
-    core = client.CoreV1Api(api)
-    status = get_registry(api, namespace, name)["status"]
-    ca = core.read_namespaced_config_map(status["caConfigMap"], namespace).data["ca.crt"]
-    service = core.read_namespaced_service(name, namespace)
-    auth = core.read_namespaced_service(f"{name}-auth", namespace)
-    return Served(
-        namespace=namespace,
-        name=name,
-        ca_pem=ca.encode(),
-        cluster_ip=service.spec.cluster_ip,
-        auth_ip=auth.spec.cluster_ip,
-        auth_port=auth.spec.ports[0].port,
-        port=service.spec.ports[0].port,
-    )
-
-
-def configure_node(node: RealNode, registry: Served) -> None:
-    """What node integration will do, by hand: the node resolves the registry's and its
-    token realm's Service names, and its containerd trusts the registry's CA."""
-    node.resolve(
-        {
-            f"{registry.name}.{registry.namespace}.svc": registry.cluster_ip,
-            registry.auth_host: registry.auth_ip,
-        }
-    )
-    node.trust_registry(registry.host, registry.ca_pem)
 
 
 def robot_credential(api: client.ApiClient, namespace: str, registry: Served) -> tuple[str, str]:
