@@ -41,6 +41,7 @@ from berth.resources.access import pull_secret_name
 from testbed.cluster import wait_for
 from testbed.node import RealNode
 from testbed.nodeimages import workload_image
+from testbed.served import Served, configure_node, served
 from testbed.testbin import REPO_ROOT, ensure_built
 from tests.integration import node_support as ns
 
@@ -57,7 +58,7 @@ class Bed:
     home: str  # the Registry's namespace
     team: str  # may push to team/...
     other: str  # another team
-    registry: ns.Served | None = None
+    registry: Served | None = None
     creds: tuple[str, str] = ("", "")
     digests: dict[str, str] = field(default_factory=dict)
 
@@ -154,8 +155,8 @@ def test_the_sample_registry_on_a_pvc_becomes_ready_with_real_pods(bed: Bed) -> 
     for component in ("registry", "token-server"):
         [pod] = ns.running_pods(bed.api, bed.home, f"app.kubernetes.io/component={component}")
         ns.assert_really_running(pod)
-    bed.registry = ns.served(bed.api, bed.home, "registry")
-    ns.configure_node(bed.node, bed.registry)
+    bed.registry = served(bed.api, bed.home, "registry")
+    configure_node(bed.node, bed.registry)
     bed.creds = ns.robot_credential(bed.api, bed.team, bed.registry)
 
 

@@ -16,6 +16,7 @@ import pytest
 from kubernetes import client
 
 from testbed.node import RealNode
+from testbed.served import served
 from tests.conftest import RunningOperator
 from tests.integration import node_support as ns
 
@@ -54,16 +55,19 @@ def test_registry_pods_run_and_answer_with_a_token_challenge(
             assert len(pods) == 1, component
             ns.assert_really_running(pods[0])
 
-        registry = ns.served(api_client, node_namespace, "reg")
+        registry = served(api_client, node_namespace, "reg")
         ca = registry.write_ca(tmp_path / "ca") / "ca.crt"
         # From the machine, at the Service's ClusterIP: TLS verified with Berth's CA.
         challenge = _curl(
             "--cacert", str(ca), "--include", f"https://{registry.cluster_ip}:5000/v2/"
         )
         assert challenge.returncode == 0, challenge.stderr
-        status_line, *headers = challenge.stdout.split("\r\n\r\n")[0].split("\r\n")
+        lines = [line.strip() for line in challenge.stdout.splitlines()]
+        status_line, *headers = lines[: lines.index("")]
         assert " 401" in status_line, challenge.stdout
-        [authenticate] = [h for h in headers if h.lower().startswith("www-authenticate:")]
+        authenticate = [h for h in headers if h.lower().startswith("www-authenticate:")]
+        assert len(authenticate) == 1, challenge.stdout
+        authenticate = authenticate[0]
         assert 'Bearer realm="https://' in authenticate, authenticate
         realm = authenticate.split('realm="', 1)[1].split('"', 1)[0]
         service = authenticate.split('service="', 1)[1].split('"', 1)[0]
