@@ -125,7 +125,7 @@ def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def preflight() -> None:
     """A clear error naming what is missing: root, capabilities, commands, CNI plugins."""
-    problems = []
+    problems, packages = [], False
     if os.geteuid() != 0:
         problems.append(
             "root: the real node mounts, makes network links and iptables rules, and runs "
@@ -138,17 +138,16 @@ def preflight() -> None:
     for command, package in _NEEDED_COMMANDS.items():
         if shutil.which(command) is None:
             problems.append(f"the command {command} (Debian package {package})")
+            packages = True
     for plugin in ("bridge", "host-local", "loopback"):
         if not (_CNI_DIR / plugin).exists():
             problems.append(f"{_CNI_DIR / plugin} (Debian package containernetworking-plugins)")
+            packages = True
     if not Path("/proc/sys/net/bridge").exists():
         problems.append("the kernel's bridge netfilter (/proc/sys/net/bridge)")
     if problems:
-        raise NodeError(
-            "the real node cannot start here; missing: "
-            + "; ".join(problems)
-            + " (hack/install-system-deps.sh installs the packages)"
-        )
+        hint = " (hack/install-system-deps.sh installs the packages)" if packages else ""
+        raise NodeError("the real node cannot start here; missing: " + "; ".join(problems) + hint)
 
 
 def _effective_capabilities() -> int:

@@ -198,3 +198,21 @@ def test_killed_launcher_leaves_no_orphans_and_the_next_start_sweeps(tmp_path: P
         down = _testbed("down", "--dir", str(workdir))
     assert down.returncode == 0, down.stderr
     assert _differences(before, node.machine_state(binaries)) == {}
+
+
+def test_without_the_capabilities_it_needs_the_node_says_which_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    before = node.machine_state(ensure_built())
+    workdir = tmp_path / "cluster"
+    # As root, but with CAP_NET_ADMIN and CAP_SYS_ADMIN out of the bounding set.
+    up = subprocess.run(
+        ["setpriv", "--bounding-set", "-net_admin,-sys_admin",
+         sys.executable, "-m", "testbed", "up", "--dir", str(workdir)],
+        env=ENV, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert up.returncode == 1, up.stdout + up.stderr
+    assert "missing: capabilities CAP_NET_ADMIN, CAP_SYS_ADMIN" in up.stderr, up.stderr
+    assert not detached_pids(workdir)
+    assert node.running_owner() is None
+    assert node.machine_state(ensure_built()) == before
