@@ -138,7 +138,8 @@ def test_the_chart_runs_the_operator_as_a_pod_of_the_built_image(bed: Bed) -> No
 
     def operator_ready() -> bool:
         pods = core.list_namespaced_pod(bed.system).items
-        return len(pods) == 1 and all(s.ready for s in (pods[0].status.container_statuses or []))
+        statuses = pods[0].status.container_statuses if len(pods) == 1 else None
+        return bool(statuses) and all(s.ready for s in statuses)
 
     wait_for("the operator Pod Ready (its /healthz probe)", operator_ready, 120, interval=1)
     [pod] = core.list_namespaced_pod(bed.system).items
