@@ -528,14 +528,16 @@ def _http_ok(url: str) -> bool:
 
 
 def drain(kubeconfig: Path, timeout: float = 60.0) -> None:
-    """Delete every Pod on the real node and wait until the kubelet has stopped them all
-    (containers stopped, volumes unmounted, CNI torn down)."""
+    """Cordon the real node, delete every Pod on it and wait until the kubelet has stopped
+    them all (containers stopped, volumes unmounted, CNI torn down). Cordoned, the node
+    gets no replacement from a Deployment's ReplicaSet in the meantime."""
     from kubernetes import client, config
 
     api_client = config.new_client_from_config(str(kubeconfig))  # type: ignore[no-untyped-call]
     core = client.CoreV1Api(api_client)
     selector = f"spec.nodeName={node.NODE_NAME}"
     try:
+        core.patch_node(node.NODE_NAME, {"spec": {"unschedulable": True}})
         for pod in core.list_pod_for_all_namespaces(field_selector=selector).items:
             meta = pod.metadata
             assert meta is not None
