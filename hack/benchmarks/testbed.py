@@ -57,7 +57,7 @@ def component_rss_mb(cluster: LocalCluster) -> dict[str, float]:
     sizes = {}
     pids = [(c.name, c.process.pid) for c in cluster.components if c.process is not None]
     if cluster.node is not None:
-        pids += [(p.name, p.popen.pid) for p in cluster.node.processes if p.popen is not None]
+        pids += [(p.name, p.process.pid) for p in cluster.node.processes if p.process is not None]
     for name, pid in pids:
         status = Path(f"/proc/{pid}/status").read_text()
         rss_kb = next(

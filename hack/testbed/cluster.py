@@ -27,7 +27,6 @@ import os
 import shutil
 import socket
 import ssl
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -40,7 +39,7 @@ import yaml
 from testbed import node, pki, testbin
 from testbed.procs import (
     ClusterError,
-    die_with_parent,
+    Component,
     free_port,
     runs,
     terminate_pids,
@@ -72,40 +71,6 @@ KWOK_NAMESPACE_ANNOTATIONS = {
 
 def real_node_wanted() -> bool:
     return os.environ.get("BERTH_REAL_NODE", "1") not in ("0", "false", "no")
-
-
-@dataclass
-class Component:
-    name: str
-    argv: list[str]
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self, *, attached: bool) -> None:
-        log = self.log_path.open("ab")
-        try:
-            self.process = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C in the terminal is ours to handle
-                preexec_fn=die_with_parent if attached else None,
-            )
-        finally:
-            log.close()
-
-    def check_alive(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            raise ClusterError(
-                f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}"
-            )
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
 
 @dataclass
@@ -323,7 +288,7 @@ class LocalCluster:
                 server=self.server,
                 service_cidr=SERVICE_CIDR,
                 images=images,
-                preexec=die_with_parent if self.attached else None,
+                attached=self.attached,
                 admin_kubeconfig=self.kubeconfig,
                 timeout=timeout,
             )

@@ -19,7 +19,6 @@ puts it back, at `stop()` and at the next start after a crashed run.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shlex
@@ -28,7 +27,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,15 @@ from typing import Any
 import yaml
 
 from testbed import pki
-from testbed.procs import ClusterError, free_port, runs, terminate_pids, wait_for
+from testbed.procs import (
+    ClusterError,
+    Component,
+    free_port,
+    locked,
+    runs,
+    terminate_pids,
+    wait_for,
+)
 
 NODE_NAME = "berth-node-0"
 NODE_BRIDGE = "berth-node0"
@@ -160,15 +167,9 @@ def _effective_capabilities() -> int:
 # -- the claim on the machine ------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _locked() -> Iterator[None]:
+def _locked() -> contextlib.AbstractContextManager[None]:
     STATE_DIR.mkdir(parents=True, exist_ok=True)
-    with _LOCK_FILE.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return locked(_LOCK_FILE)
 
 
 def _read_state() -> dict[str, Any] | None:
@@ -239,43 +240,12 @@ def machine_state(binaries: Path) -> dict[str, Any]:
 
 
 @dataclass
-class Process:
-    name: str
-    argv: list[str]
-    log_path: Path
-    env: dict[str, str] | None = None
-    popen: subprocess.Popen[bytes] | None = None
-
-    def start(self, preexec: Callable[[], None] | None) -> None:
-        with self.log_path.open("ab") as log:
-            self.popen = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=preexec,
-                env=self.env,
-            )
-
-    def check_alive(self) -> None:
-        if self.popen is not None and self.popen.poll() is not None:
-            raise NodeError(f"{self.name} exited with {self.popen.returncode}:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 25) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-
-@dataclass
 class RealNode:
     """The node's processes and configuration under `root` (the cluster folder's node/)."""
 
     root: Path
     binaries: Path
-    processes: list[Process] = field(default_factory=list)
+    processes: list[Component] = field(default_factory=list)
     dns_ready_url: str = ""
     proxy_healthz_url: str = ""
 
@@ -319,9 +289,9 @@ class RealNode:
         with _locked():
             state = _read_state() or {}
             state["processes"] = [
-                {"name": p.name, "pid": p.popen.pid, "exe": os.path.realpath(p.argv[0])}
+                {"name": p.name, "pid": p.process.pid, "exe": os.path.realpath(p.argv[0])}
                 for p in self.processes
-                if p.popen is not None
+                if p.process is not None
             ]
             STATE_FILE.write_text(json.dumps(state, indent=2))
 
@@ -355,7 +325,7 @@ class RealNode:
         server: str,
         service_cidr: str,
         images: list[tuple[str, Path]],
-        preexec: Callable[[], None] | None,
+        attached: bool,
         admin_kubeconfig: Path,
         timeout: float,
     ) -> None:
@@ -365,24 +335,24 @@ class RealNode:
         (SOCKETS / "s").mkdir(parents=True, exist_ok=True)
         self._write_cni_config(service_cidr)
         self._write_default_hosts()
-        self._start_containerd(preexec, timeout)
+        self._start_containerd(attached, timeout)
         self._import_images(images)
         kubeconfigs = self._node_credentials(ca, ca_path, server)
-        self._start_kubelet(kubeconfigs["kubelet"], ca_path, preexec)
-        self._start_kube_proxy(kubeconfigs["kube-proxy"], preexec)
-        self._start_coredns(admin_kubeconfig, preexec)
-        self._start_provisioner(admin_kubeconfig, preexec)
+        self._start_kubelet(kubeconfigs["kubelet"], ca_path, attached)
+        self._start_kube_proxy(kubeconfigs["kube-proxy"], attached)
+        self._start_coredns(admin_kubeconfig, attached)
+        self._start_provisioner(admin_kubeconfig, attached)
         self.record_processes()
 
     def _spawn(
         self,
         name: str,
         argv: list[str],
-        preexec: Callable[[], None] | None,
+        attached: bool,
         env: dict[str, str] | None = None,
-    ) -> Process:
-        process = Process(name, argv, self.root / "logs" / f"{name}.log", env)
-        process.start(preexec)
+    ) -> Component:
+        process = Component(name, argv, self.root / "logs" / f"{name}.log", env)
+        process.start(attached=attached)
         self.processes.append(process)
         return process
 
@@ -445,7 +415,7 @@ class RealNode:
         Replaces what an earlier call set. The stand-in for node integration."""
         set_hosts(addresses)
 
-    def _start_containerd(self, preexec: Callable[[], None] | None, timeout: float) -> None:
+    def _start_containerd(self, attached: bool, timeout: float) -> None:
         base = self.root / "containerd"
         runtime = "plugins.'io.containerd.cri.v1.runtime'"
         config = f"""version = 4
@@ -495,7 +465,7 @@ disabled_plugins = ['io.containerd.snapshotter.v1.blockfile', 'io.containerd.sna
         process = self._spawn(
             "containerd",
             [str(self.binaries / "containerd"), "--config", str(config_path)],
-            preexec,
+            attached,
             env,
         )
         # The kubelet exits if the CRI is not up yet: wait for containerd's own word.
@@ -534,9 +504,7 @@ disabled_plugins = ['io.containerd.snapshotter.v1.blockfile', 'io.containerd.sna
             result[name] = path
         return result
 
-    def _start_kubelet(
-        self, kubeconfig: Path, ca_path: Path, preexec: Callable[[], None] | None
-    ) -> None:
+    def _start_kubelet(self, kubeconfig: Path, ca_path: Path, attached: bool) -> None:
         pki_dir = self.root / "pki"
         config = {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
@@ -597,10 +565,10 @@ disabled_plugins = ['io.containerd.snapshotter.v1.blockfile', 'io.containerd.sna
                 f"--node-labels={NODE_LABEL}=real",
                 "--v=1",
             ],
-            preexec,
+            attached,
         )
 
-    def _start_kube_proxy(self, kubeconfig: Path, preexec: Callable[[], None] | None) -> None:
+    def _start_kube_proxy(self, kubeconfig: Path, attached: bool) -> None:
         healthz_port = free_port()
         self.proxy_healthz_url = f"http://127.0.0.1:{healthz_port}/healthz"
         config = {
@@ -630,10 +598,10 @@ disabled_plugins = ['io.containerd.snapshotter.v1.blockfile', 'io.containerd.sna
         self._spawn(
             "kube-proxy",
             [str(self.binaries / "kube-proxy"), f"--config={config_path}", "--v=1"],
-            preexec,
+            attached,
         )
 
-    def _start_coredns(self, kubeconfig: Path, preexec: Callable[[], None] | None) -> None:
+    def _start_coredns(self, kubeconfig: Path, attached: bool) -> None:
         # Only the cluster's zones: a name outside them is refused, there is no upstream.
         ready_port = free_port()
         corefile = f"""{CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
@@ -651,9 +619,9 @@ disabled_plugins = ['io.containerd.snapshotter.v1.blockfile', 'io.containerd.sna
         path = self.root / "Corefile"
         path.write_text(corefile)
         self.dns_ready_url = f"http://127.0.0.1:{ready_port}/ready"
-        self._spawn("coredns", [str(self.binaries / "coredns"), "-conf", str(path)], preexec)
+        self._spawn("coredns", [str(self.binaries / "coredns"), "-conf", str(path)], attached)
 
-    def _start_provisioner(self, kubeconfig: Path, preexec: Callable[[], None] | None) -> None:
+    def _start_provisioner(self, kubeconfig: Path, attached: bool) -> None:
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         self._spawn(
             "provisioner",
@@ -670,7 +638,7 @@ disabled_plugins = ['io.containerd.snapshotter.v1.blockfile', 'io.containerd.sna
                 "--provisioner",
                 LOCAL_PROVISIONER,
             ],
-            preexec,
+            attached,
             env,
         )
 
@@ -679,8 +647,8 @@ disabled_plugins = ['io.containerd.snapshotter.v1.blockfile', 'io.containerd.sna
     def stop(self, drain: Callable[[], None] | None = None) -> None:
         stop(drain, workdir=self.root.parent)
         for process in self.processes:
-            if process.popen is not None:
-                process.popen.wait()
+            if process.process is not None:
+                process.process.wait()
         self.processes.clear()
 
 
@@ -719,7 +687,7 @@ def stop(drain: Callable[[], None] | None = None, *, workdir: Path | None = None
         STATE_DIR.rmdir()
 
 
-def _booted(containerd: Process) -> bool:
+def _booted(containerd: Component) -> bool:
     containerd.check_alive()
     return "containerd successfully booted" in containerd.log_path.read_text(errors="replace")
 

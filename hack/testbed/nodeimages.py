@@ -38,8 +38,6 @@ signature policy, so the machine's container configuration is neither used nor c
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import gzip
 import hashlib
 import io
@@ -52,11 +50,12 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from berth.constants import DEFAULT_OPERATOR_IMAGE, DEFAULT_REGISTRY_IMAGE
+from testbed.procs import locked
 from testbed.testbin import REPO_ROOT, ensure_built
 
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
@@ -146,7 +145,7 @@ def ensure_images(testbin: Path | None = None) -> list[NodeImage]:
     """
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / ".lock"):
+    with locked(root / ".lock"):
         builder = _Builder(root)
         base = builder.base()
         return [
@@ -163,16 +162,6 @@ def ensure_images(testbin: Path | None = None) -> list[NodeImage]:
 
 def _log(message: str) -> None:
     print(f"[images] {message}", file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _require(tool: str, package: str) -> str:

@@ -166,7 +166,7 @@ def test_killed_launcher_leaves_no_orphans_and_the_next_start_sweeps(tmp_path: P
         cluster = LocalCluster(Path({str(tmp_path / "cluster")!r}))
         cluster.start()
         pids = [c.process.pid for c in cluster.components]
-        pids += [p.popen.pid for p in cluster.node.processes]
+        pids += [p.process.pid for p in cluster.node.processes]
         print(json.dumps(pids), flush=True)
         time.sleep(600)
         """
