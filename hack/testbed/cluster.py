@@ -405,8 +405,9 @@ class LocalCluster:
                 lambda: self._node_ready(core, node.NODE_NAME),
                 timeout,
             )
-            wait_for("CoreDNS ready", lambda: _http_ok(self.node_url("dns")), timeout)
-            wait_for("kube-proxy healthy", lambda: _http_ok(self.node_url("proxy")), timeout)
+            real = self.node
+            wait_for("CoreDNS ready", lambda: _http_ok(real.dns_ready_url), timeout)
+            wait_for("kube-proxy healthy", lambda: _http_ok(real.proxy_healthz_url), timeout)
             # kube-proxy has programmed the `kubernetes` Service: the machine reaches it.
             wait_for(
                 f"the kubernetes Service at {FIRST_SERVICE_IP}:443",
@@ -415,10 +416,6 @@ class LocalCluster:
             )
         finally:
             api_client.close()  # type: ignore[attr-defined]
-
-    def node_url(self, which: str) -> str:
-        assert self.node is not None
-        return self.node.dns_ready_url if which == "dns" else self.node.proxy_healthz_url
 
     def _tcp_open(self, host: str, port: int) -> bool:
         self.check_alive()
@@ -451,7 +448,8 @@ class LocalCluster:
 
     def stop(self, *, remove: bool = True) -> None:
         if self.node is not None:
-            self.node.stop(drain=self._drain if self.kubeconfig.exists() else None)
+            kubeconfig = self.kubeconfig
+            self.node.stop(drain=(lambda: drain(kubeconfig)) if kubeconfig.exists() else None)
             self.node = None
         pids = [c.process.pid for c in reversed(self.components) if c.process]
         terminate_pids(pids)
@@ -461,9 +459,6 @@ class LocalCluster:
         self.components.clear()
         if remove:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def _drain(self) -> None:
-        drain(self.kubeconfig)
 
     def logs(self) -> Iterator[tuple[str, str]]:
         for component in self.components:

@@ -38,6 +38,7 @@ from testbed import pki
 from testbed.procs import (
     ClusterError,
     Component,
+    alive,
     free_port,
     locked,
     runs,
@@ -738,9 +739,7 @@ def _kill_and_wait(pids: list[int], timeout: float = 10.0) -> None:
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + timeout
     for pid in pids:
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(pid, os.WNOHANG)
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
 
 

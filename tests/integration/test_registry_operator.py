@@ -27,6 +27,7 @@ from berth.reconcile.registry import reconcile_registry
 from testbed.cluster import free_port, wait_for
 from testbed.registry import LocalRegistry
 from testbed.testbin import REPO_ROOT
+from tests.integration.node_support import condition, create_registry, get_registry
 
 SAMPLE = yaml.safe_load((REPO_ROOT / "manifests/samples/registry.yaml").read_text())
 CHILD_KINDS = {
@@ -46,38 +47,6 @@ pytestmark = pytest.mark.usefixtures("operator")
 
 def _custom(api_client: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(api_client)
-
-
-def create_registry(
-    api_client: client.ApiClient, namespace: str, name: str, spec: dict[str, Any]
-) -> None:
-    _custom(api_client).create_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        namespace,
-        "registries",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Registry",
-            "metadata": {"name": name},
-            "spec": spec,
-        },
-    )
-
-
-def get_registry(api_client: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    return dict(
-        _custom(api_client).get_namespaced_custom_object(
-            GROUP, VERSION, namespace, "registries", name
-        )
-    )
-
-
-def condition(registry: dict[str, Any], condition_type: str) -> dict[str, Any]:
-    for item in (registry.get("status") or {}).get("conditions") or []:
-        if item["type"] == condition_type:
-            return dict(item)
-    return {}
 
 
 def wait_condition(
