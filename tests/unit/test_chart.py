@@ -348,6 +348,24 @@ def test_rbac_names_everything_and_binds_only_auth_delegator(helm: Path) -> None
     assert not allows(rules, "apiextensions.k8s.io", "customresourcedefinitions", "patch")
 
 
+def test_rbac_covers_every_child_of_a_registry(helm: Path) -> None:
+    """The table of a Registry's children is what the operator writes: for each kind in
+    it, read and apply (get, create, patch), delete where the table deletes it, and
+    list and watch where the operator watches it."""
+    from berth.resources.registry import CHILDREN
+
+    rules = one(render(helm), "ClusterRole")["rules"]
+    for child in CHILDREN:
+        group, _, plural = child.kind.resource
+        verbs = {"get", "create", "patch"}
+        if child.deleted_ever:
+            verbs.add("delete")
+        if child.watched:
+            verbs |= {"list", "watch"}
+        for verb in sorted(verbs):
+            assert allows(rules, group, plural, verb), (child.kind.kind, child.name, verb)
+
+
 def test_rbac_holds_what_the_prune_cluster_role_hands_out(helm: Path) -> None:
     """The API server refuses a ClusterRole granting more than its creator holds."""
     from berth.resources.pruneschedule import WORKLOAD_READ_RULES

@@ -78,10 +78,11 @@ class IssuerKind(StrEnum):
 
 
 class RegistryConditionType(StrEnum):
-    READY = "Ready"
-    PROGRESSING = "Progressing"
-    DEGRADED = "Degraded"
+    """A Registry's own condition types, beside the common ones (ConditionType)."""
+
     STORAGE_READY = "StorageReady"
+    # True once every Pod serves a read-only config; storage GC waits for it.
+    READ_ONLY = "ReadOnly"
 
 
 SINGLE_NODE_ACCESS_MODES: Final = frozenset(

@@ -17,25 +17,17 @@ from berth.constants import (
 from berth.handlers.settings import DRIFT_INTERVAL, Memo
 from berth.reconcile import access
 from berth.reconcile import registry as reconcile
+from berth.reconcile.kit import Outcome
 from berth.resources.access import LABEL_REGISTRY, LABEL_REGISTRY_NAMESPACE
-from berth.resources.registry import RegistryNames
+from berth.resources.registry import RegistryNames, watched_kinds
 
 REGISTRIES = (GROUP, VERSION, REGISTRY_PLURAL)
-# Every kind a Registry owns; an edit or deletion of one by hand is drift to correct.
-CHILD_RESOURCES = [
-    ("", "v1", "serviceaccounts"),
-    ("", "v1", "configmaps"),
-    ("", "v1", "secrets"),
-    ("", "v1", "services"),
-    ("", "v1", "persistentvolumeclaims"),
-    ("apps", "v1", "deployments"),
-    ("policy", "v1", "poddisruptionbudgets"),
-    ("networking.k8s.io", "v1", "networkpolicies"),
-    ("networking.k8s.io", "v1", "ingresses"),
-]
+# The kinds a Registry owns that are watched (from the table of its children); an edit
+# or deletion of one by hand is drift to correct.
+CHILD_RESOURCES = [kind.resource for kind in watched_kinds()]
 
 
-async def _pass(memo: Memo, namespace: str, name: str) -> reconcile.Outcome | None:
+async def _pass(memo: Memo, namespace: str, name: str) -> Outcome | None:
     return await reconcile.reconcile_registry(memo.kube, namespace, name)
 
 
@@ -47,7 +39,7 @@ async def registry_changed(namespace: str | None, name: str, memo: Any, **_: Any
     memo.registries.add((namespace, name))
     memo.access_debouncer.request(namespace, name)
     outcome = await _pass(memo, namespace, name)
-    if outcome is not None and outcome.ready.reason == "InvalidSpec":
+    if outcome is not None and outcome.invalid:
         # Status and an Event say why; retrying the same generation cannot help. The
         # drift timer notices when what was missing (a Secret, an API) appears.
         raise kopf.PermanentError(outcome.ready.message)

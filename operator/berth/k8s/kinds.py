@@ -23,6 +23,12 @@ class Kind:
     plural: str
     namespaced: bool = True
 
+    @property
+    def resource(self) -> tuple[str, str, str]:
+        """(group, version, plural), as kopf names a resource."""
+        group, _, version = self.api_version.rpartition("/")
+        return group, version, self.plural
+
     def path(self, namespace: str | None = None, name: str | None = None) -> str:
         base = (
             f"/api/{self.api_version}"
@@ -97,6 +103,7 @@ CLUSTER_ROLE: Final = KINDS[("rbac.authorization.k8s.io/v1", "ClusterRole")]
 CLUSTER_ROLE_BINDING: Final = KINDS[("rbac.authorization.k8s.io/v1", "ClusterRoleBinding")]
 CRD: Final = KINDS[("apiextensions.k8s.io/v1", "CustomResourceDefinition")]
 STORAGE_CLASS: Final = KINDS[("storage.k8s.io/v1", "StorageClass")]
+CERTIFICATE: Final = KINDS[("cert-manager.io/v1", "Certificate")]
 REGISTRY: Final = KINDS[(API_VERSION, REGISTRY_KIND)]
 PRUNE_SCHEDULE: Final = KINDS[(API_VERSION, PRUNE_SCHEDULE_KIND)]
 TAG_POLICY: Final = KINDS[(API_VERSION, TAG_POLICY_KIND)]

@@ -57,7 +57,7 @@ from berth.resources.registry import (
     RegistryNames,
     token_service,
 )
-from berth.resources.tokenserver import SIGNING_DIR, token_config_secret
+from berth.resources.registry.tokenserver import SIGNING_DIR, token_config_secret
 
 logger = logging.getLogger(__name__)
 
