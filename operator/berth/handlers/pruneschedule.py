@@ -8,7 +8,7 @@ from typing import Any
 import kopf
 
 from berth.constants import GROUP, PRUNE_SCHEDULE_PLURAL, VERSION
-from berth.handlers.settings import DRIFT_INTERVAL
+from berth.handlers.settings import DRIFT_INTERVAL, Memo
 from berth.reconcile import pruneschedule as reconcile
 
 PRUNE_SCHEDULES = (GROUP, VERSION, PRUNE_SCHEDULE_PLURAL)
@@ -17,7 +17,7 @@ PRUNE_SCHEDULES = (GROUP, VERSION, PRUNE_SCHEDULE_PLURAL)
 @kopf.on.resume(*PRUNE_SCHEDULES)
 @kopf.on.create(*PRUNE_SCHEDULES)
 @kopf.on.update(*PRUNE_SCHEDULES)
-async def prune_schedule_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def prune_schedule_changed(namespace: str | None, name: str, memo: Memo, **_: Any) -> None:
     assert namespace is not None  # PruneSchedules are namespaced
     outcome = await reconcile.reconcile_prune_schedule(memo.kube, namespace, name)
     if outcome is not None and outcome.ready.reason == "InvalidSpec":
@@ -26,7 +26,7 @@ async def prune_schedule_changed(namespace: str | None, name: str, memo: Any, **
 
 
 @kopf.timer(*PRUNE_SCHEDULES, interval=DRIFT_INTERVAL, initial_delay=DRIFT_INTERVAL)
-async def prune_schedule_drift(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def prune_schedule_drift(namespace: str | None, name: str, memo: Memo, **_: Any) -> None:
     assert namespace is not None
     await reconcile.reconcile_prune_schedule(memo.kube, namespace, name)
 
@@ -34,7 +34,7 @@ async def prune_schedule_drift(namespace: str | None, name: str, memo: Any, **_:
 # Not optional: kopf keeps a finalizer on every PruneSchedule so that this runs before the
 # object goes; the ClusterRole and its binding have no owner to be collected with.
 @kopf.on.delete(*PRUNE_SCHEDULES)
-async def prune_schedule_deleted(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def prune_schedule_deleted(namespace: str | None, name: str, memo: Memo, **_: Any) -> None:
     assert namespace is not None
     await reconcile.cleanup(memo.kube, namespace, name)
     reconcile.forget(namespace, name)

@@ -34,7 +34,7 @@ async def _pass(memo: Memo, namespace: str, name: str) -> Outcome | None:
 @kopf.on.resume(*REGISTRIES)
 @kopf.on.create(*REGISTRIES)
 @kopf.on.update(*REGISTRIES)
-async def registry_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def registry_changed(namespace: str | None, name: str, memo: Memo, **_: Any) -> None:
     assert namespace is not None  # Registries are namespaced
     memo.registries.add((namespace, name))
     memo.access_debouncer.request(namespace, name)
@@ -46,7 +46,7 @@ async def registry_changed(namespace: str | None, name: str, memo: Any, **_: Any
 
 
 @kopf.timer(*REGISTRIES, interval=DRIFT_INTERVAL, initial_delay=DRIFT_INTERVAL)
-async def registry_drift(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def registry_drift(namespace: str | None, name: str, memo: Memo, **_: Any) -> None:
     assert namespace is not None
     await _pass(memo, namespace, name)
     # Also moves rotations on: a pending credential is handed out after its propagation.
@@ -54,7 +54,7 @@ async def registry_drift(namespace: str | None, name: str, memo: Any, **_: Any) 
 
 
 @kopf.on.delete(*REGISTRIES)
-async def registry_deleted(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def registry_deleted(namespace: str | None, name: str, memo: Memo, **_: Any) -> None:
     """ownerReferences clean up the namespaced children; the finalizer this handler
     implies is for what they cannot reach: pull Secrets and ServiceAccount references in
     other namespaces, and the token server's ClusterRoleBinding."""
@@ -77,7 +77,7 @@ def _owner(body: kopf.Body) -> str | None:
 
 
 async def _child_event(
-    event: kopf.RawEvent, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
+    event: kopf.RawEvent, body: kopf.Body, namespace: str | None, memo: Memo, **_: Any
 ) -> None:
     if event.get("type") is None or namespace is None:  # the initial listing
         return
@@ -96,13 +96,13 @@ async def _child_event(
         memo.access_debouncer.request(labels[LABEL_REGISTRY_NAMESPACE], labels[LABEL_REGISTRY])
 
 
-def _request_access_everywhere(memo: Any) -> None:
+def _request_access_everywhere(memo: Memo) -> None:
     for namespace, name in list(memo.registries):
         memo.access_debouncer.request(namespace, name)
 
 
 @kopf.on.event("", "v1", "namespaces")
-async def namespace_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+async def namespace_event(event: kopf.RawEvent, memo: Memo, **_: Any) -> None:
     """A namespace appeared, changed its labels or annotations, or went: grants may now
     select it or not."""
     if event.get("type") is not None:
@@ -112,7 +112,7 @@ async def namespace_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
 # Not ours: Berth creates ServiceAccounts of its own with every Registry, and those
 # never need a pull Secret; reacting to them would make every creation a storm.
 @kopf.on.event("", "v1", "serviceaccounts", labels={LABEL_MANAGED_BY: kopf.ABSENT})
-async def service_account_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+async def service_account_event(event: kopf.RawEvent, memo: Memo, **_: Any) -> None:
     """A new ServiceAccount (e.g. `default` in a new namespace) may need our pull Secret."""
     if event.get("type") == "ADDED":
         _request_access_everywhere(memo)

@@ -13,6 +13,7 @@ from typing import Any
 import kopf
 
 from berth.constants import GROUP, TAG_POLICY_PLURAL, VERSION
+from berth.handlers.settings import Memo
 from berth.reconcile import tagpolicy as reconcile
 
 TAG_POLICIES = (GROUP, VERSION, TAG_POLICY_PLURAL)
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 @kopf.on.resume(*TAG_POLICIES)
 @kopf.on.create(*TAG_POLICIES)
 @kopf.on.update(*TAG_POLICIES)
-async def tag_policy_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def tag_policy_changed(namespace: str | None, name: str, memo: Memo, **_: Any) -> None:
     assert namespace is not None  # TagPolicies are namespaced
     outcome = await reconcile.reconcile_tag_policy(
         memo.kube, namespace, name, poll_interval=memo.tag_poll_interval
@@ -35,7 +36,7 @@ async def tag_policy_changed(namespace: str | None, name: str, memo: Any, **_: A
 
 @kopf.daemon(*TAG_POLICIES, cancellation_timeout=5.0)
 async def tag_policy_daemon(
-    namespace: str | None, name: str, memo: Any, stopped: kopf.DaemonStopped, **_: Any
+    namespace: str | None, name: str, memo: Memo, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
     """Scheduled imports and polling: a pass, then sleep until the next one is due."""
     assert namespace is not None
