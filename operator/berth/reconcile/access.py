@@ -23,7 +23,7 @@ import json
 import logging
 import secrets
 from contextlib import AbstractAsyncContextManager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final
 
 from pydantic import ValidationError
@@ -248,18 +248,19 @@ async def _reconcile(kube: Kube, registry: JSON, spec: RegistrySpec) -> AccessOu
         for robot in state.robots:
             by_namespace.setdefault(robot.namespace, []).append(robot)
         # Namespaces are independent: in parallel (the Kube pool bounds the fan-out).
-        per_namespace = await asyncio.gather(
+        plans = await asyncio.gather(
             *(
                 _namespace_robots(
                     kube, rns, rname, ns, by_namespace.pop(ns, []), live_secrets.get(ns), hosts,
-                    period, rotate_all, now, state, live_secrets, problems,
+                    period, rotate_all, now, live_secrets, problems,
                 )
                 for ns in wanted
             )
         )  # fmt: skip
-        kept = [robot for robots in per_namespace for robot in robots]
         # Robots of namespaces that left every grant are revoked at once.
-        state.robots = kept
+        state.robots = [robot for plan in plans for robot in plan.robots]
+        if any(plan.rotated for plan in plans):
+            state.last_rotation = _time(now)
         if rotate_all:
             state.rotation_request = (metadata.get("annotations") or {}).get(ANNOTATION_ROTATE)
         if spec.auth.mode is AuthMode.TOKEN:
@@ -282,6 +283,105 @@ def _rotation_requested(metadata: JSON, state: AccessState) -> bool:
     return bool(request) and request != state.rotation_request
 
 
+# -- one namespace's robots: what they become (pure), then the writes ------------------
+
+
+@dataclass(frozen=True)
+class HeldRobots:
+    """One namespace's robots as the state records them (retiring ones past their grace
+    left out), and the active robot's password if its pull Secret still carries it."""
+
+    active: RobotRecord | None
+    pending: RobotRecord | None
+    retiring: list[RobotRecord]
+    password: str | None  # None: no credential yet, or its copy was lost or edited
+
+
+@dataclass(frozen=True)
+class NamespacePlan:
+    """One namespace after this pass: its robots as the state records them, the
+    (username, password) its pull Secret carries, and whether a rotation completed."""
+
+    robots: list[RobotRecord]
+    credential: tuple[str, str]
+    rotated: bool = False
+
+
+def held_robots(
+    robots: list[RobotRecord], carried: tuple[str, str] | None, now: datetime.datetime
+) -> HeldRobots:
+    """What a namespace holds: its robots, and `carried`, its pull Secret's credential."""
+    active = next((r for r in robots if r.phase == "active"), None)
+    pending = next((r for r in robots if r.phase == "pending"), None)
+    retiring = [r for r in robots if _in_grace(r, now)]
+    return HeldRobots(active, pending, retiring, _password_of(active, carried))
+
+
+def _in_grace(robot: RobotRecord, now: datetime.datetime) -> bool:
+    """Whether `robot` is retiring and still valid."""
+    if robot.phase != "retiring" or not robot.retire_at:
+        return False
+    return _parse_time(robot.retire_at) > now
+
+
+def _password_of(robot: RobotRecord | None, carried: tuple[str, str] | None) -> str | None:
+    """The password in `carried`, a pull Secret's credential, if it is `robot`'s, unedited."""
+    if robot is None or carried is None:
+        return None
+    username, password = carried
+    if username != robot.username or fingerprint(password) != robot.fingerprint:
+        return None
+    return password
+
+
+def robot_to_mint(
+    held: HeldRobots, *, period: datetime.timedelta, rotate_all: bool, now: datetime.datetime
+) -> str | None:
+    """The phase of the robot this pass must make for the namespace: "active" when it has
+    no working credential (there is nothing working to protect, so one is issued at
+    once), "pending" when its rotation is due, else None."""
+    if held.active is None or held.password is None:
+        return "active"
+    due = rotate_all or now - _parse_time(held.active.created) >= period
+    return "pending" if held.pending is None and due else None
+
+
+def plan_namespace(
+    held: HeldRobots,
+    minted: tuple[RobotRecord, str] | None,
+    *,
+    now: datetime.datetime,
+    timing: Timing,
+) -> NamespacePlan:
+    """The namespace's robots after this pass, given `minted`, the robot (and password)
+    made for the phase robot_to_mint asked for, if it asked."""
+    active = held.active
+    if active is None or held.password is None:
+        assert minted is not None, "robot_to_mint asks for an active robot"
+        robot, password = minted
+        return NamespacePlan([robot, *held.retiring], (robot.username, password))
+    pending = held.pending
+    if minted is not None:
+        robot, password = minted
+        pending = replace(robot, pending_password=password)
+    if pending is not None and now - _parse_time(pending.created) >= timing.propagation:
+        # Every client can have the new robot now: it replaces the old one in the pull
+        # Secret, and the old one stays valid for the grace.
+        assert pending.pending_password is not None
+        return NamespacePlan(
+            [
+                replace(pending, phase="active", pending_password=None),
+                replace(active, phase="retiring", retire_at=_time(now + timing.retire_grace)),
+                *held.retiring,
+            ],
+            (pending.username, pending.pending_password),
+            rotated=True,
+        )
+    # Steady: the pull Secret keeps the active credential.
+    kept = [active] if pending is None else [active, pending]
+    return NamespacePlan([*kept, *held.retiring], (active.username, held.password))
+
+
 async def _namespace_robots(
     kube: Kube,
     rns: str,
@@ -293,54 +393,19 @@ async def _namespace_robots(
     period: datetime.timedelta,
     rotate_all: bool,
     now: datetime.datetime,
-    state: AccessState,
     live_secrets: dict[str, JSON],
     problems: list[str],
-) -> list[RobotRecord]:
-    """One namespace's robots after this pass; writes its pull Secret when needed."""
-    active = next((r for r in robots if r.phase == "active"), None)
-    pending = next((r for r in robots if r.phase == "pending"), None)
-    retiring = [
-        r
-        for r in robots
-        if r.phase == "retiring" and r.retire_at and _parse_time(r.retire_at) > now
-    ]
-    carried = credential_of(secret) if secret else None
-    intact = (
-        active is not None
-        and carried is not None
-        and carried[0] == active.username
-        and fingerprint(carried[1]) == active.fingerprint
-    )
-    if active is None or not intact or carried is None:
-        # No credential yet, or its copy was lost or edited: issue one at once (there is
-        # nothing working to protect).
-        active, password = await _new_robot(ns, "active", now)
-        await _ensure_secret(
-            kube, rns, rname, ns, dockerconfigjson(hosts, active.username, password),
-            active.username, live_secrets, problems,
-        )  # fmt: skip
-        return [active, *retiring]
-
-    due = rotate_all or now - _parse_time(active.created) >= period
-    if pending is None and due:
-        pending, pending_password = await _new_robot(ns, "pending", now)
-        pending.pending_password = pending_password
-    if pending is not None and now - _parse_time(pending.created) >= TIMING.propagation:
-        assert pending.pending_password is not None
-        password = pending.pending_password
-        await _ensure_secret(
-            kube, rns, rname, ns, dockerconfigjson(hosts, pending.username, password),
-            pending.username, live_secrets, problems,
-        )  # fmt: skip
-        active.phase, active.retire_at = "retiring", _time(now + TIMING.retire_grace)
-        pending.phase, pending.pending_password = "active", None
-        state.last_rotation = _time(now)
-        return [pending, active, *retiring]
-    # Steady: keep the copy right (host names can change, e.g. a new external host).
-    document = dockerconfigjson(hosts, active.username, carried[1])
-    await _ensure_secret(kube, rns, rname, ns, document, active.username, live_secrets, problems)
-    return [r for r in (active, pending) if r is not None] + retiring
+) -> NamespacePlan:
+    """One namespace's robots after this pass; writes its pull Secret when needed (the
+    steady case too: host names can change, e.g. a new external host)."""
+    held = held_robots(robots, credential_of(secret) if secret else None, now)
+    phase = robot_to_mint(held, period=period, rotate_all=rotate_all, now=now)
+    minted = await _new_robot(ns, phase, now) if phase else None
+    plan = plan_namespace(held, minted, now=now, timing=TIMING)
+    username, password = plan.credential
+    document = dockerconfigjson(hosts, username, password)
+    await _ensure_secret(kube, rns, rname, ns, document, username, live_secrets, problems)
+    return plan
 
 
 async def _ensure_secret(

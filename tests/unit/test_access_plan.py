@@ -1,0 +1,252 @@
+"""The access pass's decisions, without a cluster: what robots each namespace holds
+after a pass (issue, rotate, retire)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+
+import pytest
+
+from berth.reconcile.access import (
+    HeldRobots,
+    NamespacePlan,
+    RobotRecord,
+    Timing,
+    fingerprint,
+    held_robots,
+    plan_namespace,
+    robot_to_mint,
+)
+
+NOW = datetime.datetime(2025, 3, 1, 12, 0, 0, tzinfo=datetime.UTC)
+TIMING = Timing(
+    propagation=datetime.timedelta(seconds=90), retire_grace=datetime.timedelta(minutes=10)
+)
+PERIOD = datetime.timedelta(days=30)
+
+
+def stamp(moment: datetime.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def robot(
+    username: str,
+    phase: str,
+    *,
+    created: datetime.datetime = NOW - datetime.timedelta(days=1),
+    password: str | None = None,
+    retire_at: datetime.datetime | None = None,
+    pending_password: str | None = None,
+) -> RobotRecord:
+    return RobotRecord(
+        username=username,
+        password_hash=f"hash-of-{username}",
+        namespace="team",
+        created=stamp(created),
+        phase=phase,
+        fingerprint=fingerprint(password or f"password-of-{username}"),
+        retire_at=stamp(retire_at) if retire_at else None,
+        pending_password=pending_password,
+    )
+
+
+ACTIVE = robot("robot-team-1", "active")
+CARRIED = ("robot-team-1", "password-of-robot-team-1")
+
+
+# -- held_robots ---------------------------------------------------------------------
+
+
+def test_held_robots_sorts_by_phase() -> None:
+    pending = robot("robot-team-2", "pending", pending_password="p2")
+    retiring = robot("robot-team-0", "retiring", retire_at=NOW + datetime.timedelta(minutes=1))
+    held = held_robots([retiring, pending, ACTIVE], CARRIED, NOW)
+    assert held == HeldRobots(ACTIVE, pending, [retiring], "password-of-robot-team-1")
+
+
+def test_held_robots_take_the_first_of_a_phase() -> None:
+    second = robot("robot-team-9", "active")
+    assert held_robots([ACTIVE, second], CARRIED, NOW).active == ACTIVE
+
+
+def test_held_robots_leave_out_retiring_robots_past_their_grace() -> None:
+    valid = robot("robot-team-a", "retiring", retire_at=NOW + datetime.timedelta(seconds=1))
+    expired = robot("robot-team-b", "retiring", retire_at=NOW)
+    undated = robot("robot-team-c", "retiring")
+    held = held_robots([ACTIVE, valid, expired, undated], CARRIED, NOW)
+    assert held.retiring == [valid]
+
+
+@pytest.mark.parametrize(
+    ("robots", "carried"),
+    [
+        ([ACTIVE], None),  # no pull Secret, or an unreadable one
+        ([ACTIVE], ("robot-team-other", "password-of-robot-team-1")),  # another robot's
+        ([ACTIVE], ("robot-team-1", "edited")),  # the password was edited
+        ([], CARRIED),  # the state lost the robot
+    ],
+)
+def test_held_robots_without_an_intact_copy_have_no_password(
+    robots: list[RobotRecord], carried: tuple[str, str] | None
+) -> None:
+    assert held_robots(robots, carried, NOW).password is None
+
+
+# -- robot_to_mint -------------------------------------------------------------------
+
+
+def _mint(held: HeldRobots, *, rotate_all: bool = False) -> str | None:
+    return robot_to_mint(held, period=PERIOD, rotate_all=rotate_all, now=NOW)
+
+
+def test_a_namespace_without_a_working_credential_gets_an_active_robot() -> None:
+    assert _mint(HeldRobots(None, None, [], None)) == "active"
+    assert _mint(HeldRobots(ACTIVE, None, [], None)) == "active"
+    # even with a rotation under way: there is nothing working to protect
+    pending = robot("robot-team-2", "pending", pending_password="p2")
+    assert _mint(HeldRobots(ACTIVE, pending, [], None)) == "active"
+
+
+def test_a_fresh_credential_is_kept() -> None:
+    assert _mint(HeldRobots(ACTIVE, None, [], "pw")) is None
+
+
+def test_an_old_credential_gets_a_pending_successor() -> None:
+    old = robot("robot-team-1", "active", created=NOW - PERIOD)
+    assert _mint(HeldRobots(old, None, [], "pw")) == "pending"
+
+
+def test_a_rotation_request_makes_a_pending_successor() -> None:
+    assert _mint(HeldRobots(ACTIVE, None, [], "pw"), rotate_all=True) == "pending"
+
+
+def test_a_rotation_under_way_gets_no_second_successor() -> None:
+    old = robot("robot-team-1", "active", created=NOW - PERIOD)
+    pending = robot("robot-team-2", "pending", pending_password="p2")
+    assert _mint(HeldRobots(old, pending, [], "pw"), rotate_all=True) is None
+
+
+# -- plan_namespace ------------------------------------------------------------------
+
+
+def _plan(held: HeldRobots, minted: tuple[RobotRecord, str] | None = None) -> NamespacePlan:
+    return plan_namespace(held, minted, now=NOW, timing=TIMING)
+
+
+def test_a_new_active_robot_replaces_whatever_was_there() -> None:
+    retiring = robot("robot-team-0", "retiring", retire_at=NOW + datetime.timedelta(minutes=1))
+    pending = robot("robot-team-2", "pending", pending_password="p2")
+    new = robot("robot-team-3", "active", created=NOW, password="p3")
+    plan = _plan(HeldRobots(ACTIVE, pending, [retiring], None), (new, "p3"))
+    assert plan == NamespacePlan([new, retiring], ("robot-team-3", "p3"))
+
+
+def test_a_steady_namespace_keeps_its_robots_and_credential() -> None:
+    retiring = robot("robot-team-0", "retiring", retire_at=NOW + datetime.timedelta(minutes=1))
+    plan = _plan(HeldRobots(ACTIVE, None, [retiring], "pw"))
+    assert plan == NamespacePlan([ACTIVE, retiring], ("robot-team-1", "pw"))
+
+
+def test_a_new_pending_robot_is_recorded_with_its_password_but_not_handed_out() -> None:
+    new = robot("robot-team-2", "pending", created=NOW, password="p2")
+    plan = _plan(HeldRobots(ACTIVE, None, [], "pw"), (new, "p2"))
+    assert plan == NamespacePlan(
+        [ACTIVE, dataclasses.replace(new, pending_password="p2")], ("robot-team-1", "pw")
+    )
+    assert new.pending_password is None  # the inputs stay as they were
+
+
+def test_a_pending_robot_waits_for_propagation() -> None:
+    created = NOW - TIMING.propagation + datetime.timedelta(seconds=1)
+    pending = robot("robot-team-2", "pending", created=created, pending_password="p2")
+    plan = _plan(HeldRobots(ACTIVE, pending, [], "pw"))
+    assert plan == NamespacePlan([ACTIVE, pending], ("robot-team-1", "pw"))
+
+
+def test_a_propagated_pending_robot_becomes_active_and_the_old_one_retires() -> None:
+    older = robot("robot-team-0", "retiring", retire_at=NOW + datetime.timedelta(minutes=1))
+    pending = robot(
+        "robot-team-2", "pending", created=NOW - TIMING.propagation, pending_password="p2"
+    )
+    plan = _plan(HeldRobots(ACTIVE, pending, [older], "pw"))
+    assert plan == NamespacePlan(
+        [
+            dataclasses.replace(pending, phase="active", pending_password=None),
+            dataclasses.replace(
+                ACTIVE, phase="retiring", retire_at=stamp(NOW + TIMING.retire_grace)
+            ),
+            older,
+        ],
+        ("robot-team-2", "p2"),
+        rotated=True,
+    )
+    assert (pending.phase, ACTIVE.phase) == ("pending", "active")  # inputs unchanged
+
+
+def test_without_propagation_time_a_new_pending_robot_is_promoted_at_once() -> None:
+    new = robot("robot-team-2", "pending", created=NOW, password="p2")
+    plan = plan_namespace(
+        HeldRobots(ACTIVE, None, [], "pw"),
+        (new, "p2"),
+        now=NOW,
+        timing=Timing(datetime.timedelta(0), TIMING.retire_grace),
+    )
+    assert plan.rotated
+    assert plan.credential == ("robot-team-2", "p2")
+    assert [(r.username, r.phase) for r in plan.robots] == [
+        ("robot-team-2", "active"),
+        ("robot-team-1", "retiring"),
+    ]
+
+
+def test_a_rotation_from_start_to_end() -> None:
+    """Pass after pass, the way the operator drives a namespace: issue, wait for the
+    period, make a successor, wait for propagation, swap, retire the old robot."""
+    passwords = iter(["first", "second"])
+
+    def one_pass(
+        robots: list[RobotRecord], carried: tuple[str, str] | None, now: datetime.datetime
+    ) -> NamespacePlan:
+        held = held_robots(robots, carried, now)
+        phase = robot_to_mint(held, period=PERIOD, rotate_all=False, now=now)
+        minted = None
+        if phase:
+            password = next(passwords)
+            minted = (
+                robot(f"robot-team-{password}", phase, created=now, password=password),
+                password,
+            )
+        return plan_namespace(held, minted, now=now, timing=TIMING)
+
+    start = NOW
+    plan = one_pass([], None, start)
+    assert plan.credential == ("robot-team-first", "first")
+    assert [r.phase for r in plan.robots] == ["active"]
+
+    plan = one_pass(plan.robots, plan.credential, start + datetime.timedelta(days=1))
+    assert plan.credential == ("robot-team-first", "first")
+    assert [r.phase for r in plan.robots] == ["active"]
+
+    due = start + PERIOD
+    plan = one_pass(plan.robots, plan.credential, due)
+    assert plan.credential == ("robot-team-first", "first")
+    assert [(r.username, r.phase) for r in plan.robots] == [
+        ("robot-team-first", "active"),
+        ("robot-team-second", "pending"),
+    ]
+    assert not plan.rotated
+
+    swap = due + TIMING.propagation
+    plan = one_pass(plan.robots, plan.credential, swap)
+    assert plan.rotated
+    assert plan.credential == ("robot-team-second", "second")
+    assert [(r.username, r.phase) for r in plan.robots] == [
+        ("robot-team-second", "active"),
+        ("robot-team-first", "retiring"),
+    ]
+    assert all(r.pending_password is None for r in plan.robots)
+
+    plan = one_pass(plan.robots, plan.credential, swap + TIMING.retire_grace)
+    assert [(r.username, r.phase) for r in plan.robots] == [("robot-team-second", "active")]
+    assert plan.credential == ("robot-team-second", "second")
