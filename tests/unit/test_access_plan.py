@@ -1,14 +1,18 @@
-"""The access pass's decisions, without a cluster: what robots each namespace holds
-after a pass (issue, rotate, retire)."""
+"""The access pass's decisions, without a cluster: which namespaces it serves, which
+pull Secrets go, what robots each namespace holds after a pass (issue, rotate, retire)
+and what the robot record keeps."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+from typing import Any
 
 import pytest
 
+from berth.api.registry import RegistrySpec
 from berth.reconcile.access import (
+    AccessState,
     HeldRobots,
     NamespacePlan,
     RobotRecord,
@@ -16,8 +20,13 @@ from berth.reconcile.access import (
     fingerprint,
     held_robots,
     plan_namespace,
+    recorded_state,
     robot_to_mint,
+    robots_by_namespace,
+    stale_pull_secrets,
+    wanted_namespaces,
 )
+from berth.resources.access import NamespaceAccess
 
 NOW = datetime.datetime(2025, 3, 1, 12, 0, 0, tzinfo=datetime.UTC)
 TIMING = Timing(
@@ -38,11 +47,12 @@ def robot(
     password: str | None = None,
     retire_at: datetime.datetime | None = None,
     pending_password: str | None = None,
+    namespace: str = "team",
 ) -> RobotRecord:
     return RobotRecord(
         username=username,
         password_hash=f"hash-of-{username}",
-        namespace="team",
+        namespace=namespace,
         created=stamp(created),
         phase=phase,
         fingerprint=fingerprint(password or f"password-of-{username}"),
@@ -53,6 +63,101 @@ def robot(
 
 ACTIVE = robot("robot-team-1", "active")
 CARRIED = ("robot-team-1", "password-of-robot-team-1")
+
+
+# -- which namespaces, which copies ----------------------------------------------------
+
+
+def _spec(auth: str, access: list[dict[str, Any]] | None) -> RegistrySpec:
+    document: dict[str, Any] = {"storage": {"emptyDir": {}}, "auth": {"mode": auth}}
+    if access is not None:
+        document["access"] = access
+    return RegistrySpec.model_validate(document)
+
+
+def _namespace(name: str, **labels: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "labels": labels}}
+
+
+NAMESPACES = [_namespace("team-a", tier="build"), _namespace("team-b"), _namespace("other")]
+GRANTS = [
+    {"namespaceSelector": {"matchLabels": {"tier": "build"}}, "permission": "push"},
+    {"namespaces": ["team-b"], "serviceAccounts": ["*"]},
+]
+
+
+def test_wanted_namespaces_are_the_ones_the_grants_select() -> None:
+    wanted = wanted_namespaces(_spec("Token", GRANTS), NAMESPACES)
+    assert wanted == {
+        "team-a": NamespaceAccess("team-a", ("pull", "push"), ("team-a/**",), ("default",)),
+        "team-b": NamespaceAccess("team-b", ("pull",), ("team-b/**",), ("*",)),
+    }
+    assert wanted_namespaces(_spec("Htpasswd", GRANTS), NAMESPACES) == wanted
+
+
+@pytest.mark.parametrize(
+    ("auth", "access"), [("None", GRANTS), ("Token", None), ("Token", []), ("Htpasswd", [])]
+)
+def test_no_namespace_is_served_without_authentication_or_grants(
+    auth: str, access: list[dict[str, Any]] | None
+) -> None:
+    assert wanted_namespaces(_spec(auth, access), NAMESPACES) == {}
+
+
+def test_stale_pull_secrets_are_those_of_namespaces_no_longer_served() -> None:
+    live = {
+        ns: {"metadata": {"namespace": ns, "name": "berth-reg-ns-reg"}}
+        for ns in ("team-a", "gone", "left")
+    }
+    wanted = {"team-a": NamespaceAccess("team-a", ("pull",), ("team-a/**",), ("default",))}
+    assert stale_pull_secrets(live, wanted) == [
+        ("gone", "berth-reg-ns-reg"),
+        ("left", "berth-reg-ns-reg"),
+    ]
+    assert stale_pull_secrets(live, {}) == [(ns, "berth-reg-ns-reg") for ns in live]
+    assert stale_pull_secrets({}, wanted) == []
+
+
+def test_robots_are_grouped_by_namespace_in_recorded_order() -> None:
+    a1 = robot("robot-a-1", "active", namespace="a")
+    a2 = robot("robot-a-2", "pending", namespace="a", pending_password="p")
+    b1 = robot("robot-b-1", "active", namespace="b")
+    assert robots_by_namespace([a1, b1, a2]) == {"a": [a1, a2], "b": [b1]}
+    assert robots_by_namespace([]) == {}
+
+
+# -- the robot record --------------------------------------------------------------------
+
+
+def test_the_record_keeps_the_robots_of_the_namespaces_served() -> None:
+    gone = robot("robot-gone-1", "active", namespace="gone")
+    state = AccessState(
+        robots=[ACTIVE, gone],
+        admin_hash="admin-hash",
+        admin_fingerprint="admin-fp",
+        rotation_request="r1",
+        last_rotation="2025-01-01T00:00:00Z",
+    )
+    plans = [NamespacePlan([ACTIVE], CARRIED)]
+    after = recorded_state(state, plans, rotation_request=None, now=NOW)
+    assert after == dataclasses.replace(state, robots=[ACTIVE])
+    assert state.robots == [ACTIVE, gone]  # the record read stays as it was
+
+
+def test_the_record_notes_a_completed_rotation_and_the_request_acted_on() -> None:
+    state = AccessState(robots=[ACTIVE], rotation_request="r1")
+    new = robot("robot-team-2", "active")
+    plans = [NamespacePlan([new, ACTIVE], ("robot-team-2", "p2"), rotated=True)]
+    after = recorded_state(state, plans, rotation_request="r2", now=NOW)
+    assert after.robots == [new, ACTIVE]
+    assert after.last_rotation == stamp(NOW)
+    assert after.rotation_request == "r2"
+
+
+def test_a_pass_without_namespaces_revokes_every_robot() -> None:
+    state = AccessState(robots=[ACTIVE], last_rotation="2025-01-01T00:00:00Z")
+    after = recorded_state(state, [], rotation_request=None, now=NOW)
+    assert after == AccessState(robots=[], last_rotation="2025-01-01T00:00:00Z")
 
 
 # -- held_robots ---------------------------------------------------------------------

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import secrets
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final
@@ -211,76 +212,151 @@ async def reconcile_access(kube: Kube, namespace: str, name: str) -> AccessOutco
         return await _reconcile(kube, registry, spec)
 
 
+@dataclass(frozen=True)
+class _Observed:
+    """What an access pass reads before it writes anything."""
+
+    wanted: dict[str, NamespaceAccess]  # the namespaces to serve, and what each may do
+    live_secrets: dict[str, JSON]  # our pull Secrets by namespace (kept current as written)
+    hosts: list[str]
+    state_text: str | None  # the robot record as stored
+    state: AccessState  # ... parsed (an empty record when there is none)
+
+
 async def _reconcile(kube: Kube, registry: JSON, spec: RegistrySpec) -> AccessOutcome:
     metadata = registry["metadata"]
     rns, rname = metadata["namespace"], metadata["name"]
-    names = RegistryNames(rname)
     now = _now()
     writes_before = kube.writes
     problems: list[str] = []
 
+    seen = await _observe(kube, registry, spec)
+    state = seen.state
+    if spec.management_state is ManagementState.UNMANAGED:
+        await _share_external_credential(kube, registry, spec, seen, problems)
+    else:
+        state = await _keep_robots(kube, registry, spec, seen, now, problems)
+
+    for ns, secret_name in stale_pull_secrets(seen.live_secrets, seen.wanted):
+        await kube.delete(SECRET, ns, secret_name)
+    await _service_accounts(kube, pull_secret_name(rns, rname), seen.wanted, problems)
+    await _publish(kube, registry, len(seen.wanted), state.last_rotation)
+    for problem in problems:
+        await post_event(kube, registry, reason="AccessFailed", message=problem, warning=True)
+    return AccessOutcome(len(seen.wanted), kube.writes - writes_before, problems)
+
+
+async def _observe(kube: Kube, registry: JSON, spec: RegistrySpec) -> _Observed:
+    rns, rname = registry["metadata"]["namespace"], registry["metadata"]["name"]
     namespaces = [ns async for ns in kube.list(NAMESPACE)]
-    wanted: dict[str, NamespaceAccess] = {}
-    if spec.auth.mode is not AuthMode.NONE and spec.access:
-        wanted = select_namespaces(spec.access, namespaces)
+    wanted = wanted_namespaces(spec, namespaces)
     live_secrets = {
         s["metadata"]["namespace"]: s
         async for s in kube.list(SECRET, label_selector=registry_selector(rns, rname))
     }
-    secret_name = pull_secret_name(rns, rname)
     hosts = await registry_hosts(kube, registry, spec)
-
     state_secret = await kube.get(SECRET, rns, state_secret_name(rname))
     state_text = _decode(state_secret, "robots.json")
     state = AccessState.from_json(state_text) if state_text else AccessState()
+    return _Observed(wanted, live_secrets, hosts, state_text, state)
 
-    if spec.management_state is ManagementState.UNMANAGED:
-        shared = await _external_credential(kube, registry, spec, problems)
-        for ns in wanted:
-            if shared is None:
-                break
-            document = dockerconfigjson(hosts, *shared)
-            await _ensure_secret(kube, rns, rname, ns, document, shared[0], live_secrets, problems)
-    else:
-        rotate_all = _rotation_requested(metadata, state)
-        period = parse_duration(spec.credential_rotation.period)
-        by_namespace: dict[str, list[RobotRecord]] = {}
-        for robot in state.robots:
-            by_namespace.setdefault(robot.namespace, []).append(robot)
-        # Namespaces are independent: in parallel (the Kube pool bounds the fan-out).
-        plans = await asyncio.gather(
-            *(
-                _namespace_robots(
-                    kube, rns, rname, ns, by_namespace.pop(ns, []), live_secrets.get(ns), hosts,
-                    period, rotate_all, now, live_secrets, problems,
-                )
-                for ns in wanted
+
+async def _share_external_credential(
+    kube: Kube, registry: JSON, spec: RegistrySpec, seen: _Observed, problems: list[str]
+) -> None:
+    """Unmanaged registries: every namespace gets a copy of the configured credential."""
+    shared = await _external_credential(kube, registry, spec, problems)
+    if shared is None:
+        return
+    rns, rname = registry["metadata"]["namespace"], registry["metadata"]["name"]
+    for ns in seen.wanted:
+        document = dockerconfigjson(seen.hosts, *shared)
+        await _ensure_secret(kube, rns, rname, ns, document, shared[0], seen.live_secrets, problems)
+
+
+async def _keep_robots(
+    kube: Kube,
+    registry: JSON,
+    spec: RegistrySpec,
+    seen: _Observed,
+    now: datetime.datetime,
+    problems: list[str],
+) -> AccessState:
+    """Managed registries: a robot per namespace, rotated when due, recorded in the robot
+    record and (Token mode) in the token server's configuration; the record afterwards."""
+    metadata = registry["metadata"]
+    rns, rname = metadata["namespace"], metadata["name"]
+    request = _rotation_request(metadata, seen.state)
+    period = parse_duration(spec.credential_rotation.period)
+    by_namespace = robots_by_namespace(seen.state.robots)
+    # Namespaces are independent: in parallel (the Kube pool bounds the fan-out).
+    plans = await asyncio.gather(
+        *(
+            _namespace_robots(
+                kube, rns, rname, ns, by_namespace.get(ns, []), seen.live_secrets.get(ns),
+                seen.hosts, period, request is not None, now, seen.live_secrets, problems,
             )
-        )  # fmt: skip
+            for ns in seen.wanted
+        )
+    )  # fmt: skip
+    state = recorded_state(seen.state, plans, rotation_request=request, now=now)
+    if spec.auth.mode is AuthMode.TOKEN:
+        await _ensure_token_config(kube, registry, spec, RegistryNames(rname), state, seen.wanted)
+    if state.to_json() != (seen.state_text or AccessState().to_json()):
+        await kube.ensure(robots_secret(registry, state_secret_name(rname), state.to_json()))
+    return state
+
+
+# -- which namespaces, which copies (pure) ---------------------------------------------
+
+
+def wanted_namespaces(spec: RegistrySpec, namespaces: list[JSON]) -> dict[str, NamespaceAccess]:
+    """The namespaces to serve and what each may do: none when the registry asks for no
+    authentication (anyone may pull) or grants nothing."""
+    if spec.auth.mode is AuthMode.NONE or not spec.access:
+        return {}
+    return select_namespaces(spec.access, namespaces)
+
+
+def stale_pull_secrets(
+    live_secrets: dict[str, JSON], wanted: dict[str, NamespaceAccess]
+) -> list[tuple[str, str]]:
+    """(namespace, name) of our pull Secrets in namespaces no longer served."""
+    return [
+        (ns, secret["metadata"]["name"]) for ns, secret in live_secrets.items() if ns not in wanted
+    ]
+
+
+def robots_by_namespace(robots: list[RobotRecord]) -> dict[str, list[RobotRecord]]:
+    """The robot record's robots grouped by namespace, in their recorded order."""
+    grouped: dict[str, list[RobotRecord]] = {}
+    for robot in robots:
+        grouped.setdefault(robot.namespace, []).append(robot)
+    return grouped
+
+
+def _rotation_request(metadata: JSON, state: AccessState) -> str | None:
+    """The rotate-credentials annotation, if it asks for a rotation not yet made."""
+    request: str | None = (metadata.get("annotations") or {}).get(ANNOTATION_ROTATE)
+    return request if request and request != state.rotation_request else None
+
+
+def recorded_state(
+    state: AccessState,
+    plans: Sequence[NamespacePlan],
+    *,
+    rotation_request: str | None,
+    now: datetime.datetime,
+) -> AccessState:
+    """The robot record after a pass that planned `plans`, one per namespace served, and
+    acted on `rotation_request` (the rotate-credentials annotation), if not None."""
+    return replace(
+        state,
         # Robots of namespaces that left every grant are revoked at once.
-        state.robots = [robot for plan in plans for robot in plan.robots]
-        if any(plan.rotated for plan in plans):
-            state.last_rotation = _time(now)
-        if rotate_all:
-            state.rotation_request = (metadata.get("annotations") or {}).get(ANNOTATION_ROTATE)
-        if spec.auth.mode is AuthMode.TOKEN:
-            await _ensure_token_config(kube, registry, spec, names, state, wanted)
-        if state.to_json() != (state_text or AccessState().to_json()):
-            await kube.ensure(robots_secret(registry, state_secret_name(rname), state.to_json()))
-
-    for ns, secret in live_secrets.items():
-        if ns not in wanted:
-            await kube.delete(SECRET, ns, secret["metadata"]["name"])
-    await _service_accounts(kube, secret_name, wanted, problems)
-    await _publish(kube, registry, len(wanted), state.last_rotation)
-    for problem in problems:
-        await post_event(kube, registry, reason="AccessFailed", message=problem, warning=True)
-    return AccessOutcome(len(wanted), kube.writes - writes_before, problems)
-
-
-def _rotation_requested(metadata: JSON, state: AccessState) -> bool:
-    request = (metadata.get("annotations") or {}).get(ANNOTATION_ROTATE)
-    return bool(request) and request != state.rotation_request
+        robots=[robot for plan in plans for robot in plan.robots],
+        last_rotation=_time(now) if any(plan.rotated for plan in plans) else state.last_rotation,
+        rotation_request=state.rotation_request if rotation_request is None else rotation_request,
+    )
 
 
 # -- one namespace's robots: what they become (pure), then the writes ------------------
