@@ -1,11 +1,13 @@
 """The access pass's decisions, without a cluster: which namespaces it serves, which
-pull Secrets go, what robots each namespace holds after a pass (issue, rotate, retire)
-and what the robot record keeps."""
+pull Secrets go, what robots each namespace holds after a pass (issue, rotate, retire),
+what the robot record keeps, whom the token server accepts and which ServiceAccounts
+name the pull Secret."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 from typing import Any
 
 import pytest
@@ -23,7 +25,9 @@ from berth.reconcile.access import (
     recorded_state,
     robot_to_mint,
     robots_by_namespace,
+    service_account_patch,
     stale_pull_secrets,
+    token_server_config,
     wanted_namespaces,
 )
 from berth.resources.access import NamespaceAccess
@@ -48,10 +52,11 @@ def robot(
     retire_at: datetime.datetime | None = None,
     pending_password: str | None = None,
     namespace: str = "team",
+    password_hash: str = "",
 ) -> RobotRecord:
     return RobotRecord(
         username=username,
-        password_hash=f"hash-of-{username}",
+        password_hash=password_hash or f"hash-of-{username}",
         namespace=namespace,
         created=stamp(created),
         phase=phase,
@@ -126,7 +131,7 @@ def test_robots_are_grouped_by_namespace_in_recorded_order() -> None:
     assert robots_by_namespace([]) == {}
 
 
-# -- the robot record --------------------------------------------------------------------
+# -- the robot record ------------------------------------------------------------------
 
 
 def test_the_record_keeps_the_robots_of_the_namespaces_served() -> None:
@@ -160,7 +165,7 @@ def test_a_pass_without_namespaces_revokes_every_robot() -> None:
     assert after == AccessState(robots=[], last_rotation="2025-01-01T00:00:00Z")
 
 
-# -- held_robots ---------------------------------------------------------------------
+# -- held_robots -----------------------------------------------------------------------
 
 
 def test_held_robots_sorts_by_phase() -> None:
@@ -198,7 +203,7 @@ def test_held_robots_without_an_intact_copy_have_no_password(
     assert held_robots(robots, carried, NOW).password is None
 
 
-# -- robot_to_mint -------------------------------------------------------------------
+# -- robot_to_mint ---------------------------------------------------------------------
 
 
 def _mint(held: HeldRobots, *, rotate_all: bool = False) -> str | None:
@@ -232,7 +237,7 @@ def test_a_rotation_under_way_gets_no_second_successor() -> None:
     assert _mint(HeldRobots(old, pending, [], "pw"), rotate_all=True) is None
 
 
-# -- plan_namespace ------------------------------------------------------------------
+# -- plan_namespace --------------------------------------------------------------------
 
 
 def _plan(held: HeldRobots, minted: tuple[RobotRecord, str] | None = None) -> NamespacePlan:
@@ -355,3 +360,114 @@ def test_a_rotation_from_start_to_end() -> None:
     plan = one_pass(plan.robots, plan.credential, swap + TIMING.retire_grace)
     assert [(r.username, r.phase) for r in plan.robots] == [("robot-team-second", "active")]
     assert plan.credential == ("robot-team-second", "second")
+
+
+# -- the token server's configuration --------------------------------------------------
+
+HASH_A, HASH_B, HASH_ADMIN = ("$2b$05$" + c * 53 for c in "abz")
+ACCESS_A = NamespaceAccess("team-a", ("pull", "push"), ("team-a/**",), ("builder", "default"))
+REGISTRY = {"metadata": {"name": "reg", "namespace": "ns", "uid": "u-1"}, "spec": {}}
+SPEC = _spec("Token", GRANTS)
+
+
+def _robots(config_json: str) -> list[tuple[str, str | None]]:
+    return [(r["username"], r["namespace"]) for r in json.loads(config_json)["robots"]]
+
+
+def test_the_token_server_accepts_the_admin_and_the_robots_of_namespaces_served() -> None:
+    a = robot("robot-team-a-2", "active", namespace="team-a", password_hash=HASH_A)
+    a_old = robot("robot-team-a-1", "retiring", namespace="team-a", password_hash=HASH_B)
+    gone = robot("robot-gone-1", "active", namespace="gone", password_hash=HASH_B)
+    config = token_server_config(
+        REGISTRY, SPEC, [a, gone, a_old], {"team-a": ACCESS_A}, admin_hash=HASH_ADMIN
+    )
+    assert (config.issuer, config.service, config.token_review) == ("berth", "reg.ns.svc", True)
+    admin, *robots = config.robots
+    assert (admin.username, admin.password_hash, admin.namespace, admin.catalog) == (
+        "berth-admin",
+        HASH_ADMIN,
+        None,
+        True,
+    )
+    assert [g.model_dump() for g in admin.grants] == [
+        {"repositories": ["**"], "actions": ["pull", "push", "delete"], "service_accounts": None}
+    ]
+    # sorted by username; none for a namespace no longer served
+    assert [(r.username, r.password_hash, r.namespace, r.catalog) for r in robots] == [
+        ("robot-team-a-1", HASH_B, "team-a", False),
+        ("robot-team-a-2", HASH_A, "team-a", False),
+    ]
+    for r in robots:
+        assert [g.model_dump() for g in r.grants] == [
+            {"repositories": ["team-a/**"], "actions": ["pull", "push"], "service_accounts": None}
+        ]
+    assert {
+        ns: [g.model_dump() for g in grants] for ns, grants in config.namespace_grants.items()
+    } == {
+        "team-a": [
+            {
+                "repositories": ["team-a/**"],
+                "actions": ["pull", "push"],
+                "service_accounts": ["builder", "default"],
+            }
+        ]
+    }
+
+
+def test_without_an_admin_password_the_token_server_has_no_admin() -> None:
+    a = robot("robot-team-a-1", "active", namespace="team-a", password_hash=HASH_A)
+    config = token_server_config(REGISTRY, SPEC, [a], {"team-a": ACCESS_A}, admin_hash=None)
+    assert _robots(config.to_json()) == [("robot-team-a-1", "team-a")]
+
+
+def test_a_registry_serving_no_namespace_accepts_only_its_admin() -> None:
+    config = token_server_config(REGISTRY, SPEC, [], {}, admin_hash=HASH_ADMIN)
+    assert _robots(config.to_json()) == [("berth-admin", None)]
+    assert config.namespace_grants == {}
+
+
+# -- ServiceAccounts -------------------------------------------------------------------
+
+SECRET = "berth-ns-reg"
+
+
+def _account(ns: str, name: str, *refs: str) -> dict[str, Any]:
+    account: dict[str, Any] = {"metadata": {"namespace": ns, "name": name, "resourceVersion": "42"}}
+    if refs:
+        account["imagePullSecrets"] = [{"name": ref} for ref in refs]
+    return account
+
+
+WANTED = {
+    "team-a": ACCESS_A,
+    "team-b": NamespaceAccess("team-b", ("pull",), ("team-b/**",), ("*",)),
+}
+
+
+def test_a_chosen_account_gets_the_pull_secret_after_the_others() -> None:
+    patch = service_account_patch(_account("team-a", "builder", "mine"), SECRET, WANTED)
+    assert patch == {
+        "metadata": {"resourceVersion": "42"},
+        "imagePullSecrets": [{"name": "mine"}, {"name": SECRET}],
+    }
+    patch = service_account_patch(_account("team-b", "anyone"), SECRET, WANTED)
+    assert patch == {"metadata": {"resourceVersion": "42"}, "imagePullSecrets": [{"name": SECRET}]}
+
+
+def test_an_account_that_has_what_it_should_is_left_alone() -> None:
+    assert service_account_patch(_account("team-a", "default", SECRET), SECRET, WANTED) is None
+    assert service_account_patch(_account("team-a", "other", "mine"), SECRET, WANTED) is None
+    assert service_account_patch(_account("elsewhere", "default"), SECRET, WANTED) is None
+
+
+def test_an_account_no_longer_chosen_loses_only_the_pull_secret() -> None:
+    account = _account("team-a", "other", "mine", SECRET, "theirs")
+    assert service_account_patch(account, SECRET, WANTED) == {
+        "metadata": {"resourceVersion": "42"},
+        "imagePullSecrets": [{"name": "mine"}, {"name": "theirs"}],
+    }
+    # the list empty: the field goes
+    assert service_account_patch(_account("gone", "default", SECRET), SECRET, {}) == {
+        "metadata": {"resourceVersion": "42"},
+        "imagePullSecrets": None,
+    }

@@ -554,7 +554,7 @@ async def _ensure_token_config(
 ) -> None:
     admin = await kube.get(SECRET, registry["metadata"]["namespace"], names.admin)
     admin_password = _decode(admin, "password")
-    robots: list[Robot] = []
+    admin_hash = None
     if admin_password:
         REDACTOR.register(admin_password)
         if state.admin_fingerprint != fingerprint(admin_password) or not state.admin_hash:
@@ -562,19 +562,37 @@ async def _ensure_token_config(
                 hash_password, admin_password, cost=ROBOT_BCRYPT_COST
             )
             state.admin_fingerprint = fingerprint(admin_password)
-        robots.append(
+        admin_hash = state.admin_hash
+    config = token_server_config(registry, spec, state.robots, wanted, admin_hash=admin_hash)
+    await kube.ensure(token_config_secret(registry, names, config.to_json()))
+
+
+def token_server_config(
+    registry: JSON,
+    spec: RegistrySpec,
+    robots: list[RobotRecord],
+    wanted: dict[str, NamespaceAccess],
+    *,
+    admin_hash: str | None,
+) -> TokenServerConfig:
+    """Whom the token server accepts: the admin (when its Secret has a password, whose
+    bcrypt hash is `admin_hash`), the robots of the namespaces served, each with its
+    namespace's grant, and the ServiceAccounts those grants name."""
+    accepted: list[Robot] = []
+    if admin_hash is not None:
+        accepted.append(
             Robot(
                 username=ADMIN_USER,
-                password_hash=state.admin_hash,
+                password_hash=admin_hash,
                 grants=[Grant(repositories=["**"], actions=["pull", "push", "delete"])],
                 catalog=True,
             )
         )
-    for robot in sorted(state.robots, key=lambda r: r.username):
+    for robot in sorted(robots, key=lambda r: r.username):
         access = wanted.get(robot.namespace)
         if access is None:
             continue
-        robots.append(
+        accepted.append(
             Robot(
                 username=robot.username,
                 password_hash=robot.password_hash,
@@ -583,12 +601,12 @@ async def _ensure_token_config(
             )
         )
     inputs = RegistryInputs(registry, spec, RegistryMaterial(""))
-    config = TokenServerConfig(
+    return TokenServerConfig(
         issuer=TOKEN_ISSUER,
         service=token_service(inputs),
         signing_key_file=SIGNING_DIR / "tls.key",
         signing_cert_file=SIGNING_DIR / "tls.crt",
-        robots=robots,
+        robots=accepted,
         namespace_grants={
             ns: [
                 Grant.model_validate(
@@ -599,42 +617,20 @@ async def _ensure_token_config(
         },
         token_review=True,
     )
-    await kube.ensure(token_config_secret(registry, names, config.to_json()))
 
 
 async def _service_accounts(
     kube: Kube, secret_name: str, wanted: dict[str, NamespaceAccess], problems: list[str]
 ) -> None:
-    """Add our pull Secret to the chosen ServiceAccounts, remove it from the others;
-    entries other people put there are never touched."""
-    changes = []
+    """Add our pull Secret to the chosen ServiceAccounts, remove it from the others."""
+    patches = []
     async for account in kube.list(SERVICE_ACCOUNT):
-        metadata = account["metadata"]
-        ns, name = metadata["namespace"], metadata["name"]
-        present = any(
-            ref.get("name") == secret_name for ref in account.get("imagePullSecrets") or []
-        )
-        access = wanted.get(ns)
-        should = access is not None and (
-            ALL_SERVICE_ACCOUNTS in access.service_accounts or name in access.service_accounts
-        )
-        if should != present:
-            changes.append((account, should))
+        patch = service_account_patch(account, secret_name, wanted)
+        if patch is not None:
+            patches.append((account["metadata"], patch))
 
-    async def change(account: JSON, should: bool) -> None:
-        metadata = account["metadata"]
+    async def change(metadata: JSON, patch: JSON) -> None:
         ns, name = metadata["namespace"], metadata["name"]
-        # imagePullSecrets is an atomic list (no strategic merge): rewrite it whole, with
-        # the resourceVersion read, so a concurrent edit by someone else is not lost (a
-        # conflict leaves it to the next pass, which their edit triggers).
-        others = [
-            ref for ref in account.get("imagePullSecrets") or [] if ref.get("name") != secret_name
-        ]
-        entries = [*others, {"name": secret_name}] if should else others
-        patch = {
-            "metadata": {"resourceVersion": metadata["resourceVersion"]},
-            "imagePullSecrets": entries or None,
-        }
         try:
             await kube.merge_patch(SERVICE_ACCOUNT, ns, name, patch)
         except ApiException as error:
@@ -643,7 +639,39 @@ async def _service_accounts(
                     f"namespace {ns}: ServiceAccount {name}: {error.status} {error.reason}"
                 )
 
-    await asyncio.gather(*(change(account, should) for account, should in changes))
+    await asyncio.gather(*(change(metadata, patch) for metadata, patch in patches))
+
+
+def service_account_patch(
+    account: JSON, secret_name: str, wanted: dict[str, NamespaceAccess]
+) -> JSON | None:
+    """The merge patch after which `account` names our pull Secret exactly when its
+    namespace's grants choose it, or None if it already does; entries other people put
+    there are never touched.
+
+    imagePullSecrets is an atomic list (no strategic merge): the patch rewrites it whole,
+    with the resourceVersion read, so a concurrent edit by someone else is not lost (a
+    conflict leaves it to the next pass, which their edit triggers).
+    """
+    metadata = account["metadata"]
+    access = wanted.get(metadata["namespace"])
+    should = access is not None and _chooses(access, metadata["name"])
+    references = account.get("imagePullSecrets") or []
+    if should == any(ref.get("name") == secret_name for ref in references):
+        return None
+    others = [ref for ref in references if ref.get("name") != secret_name]
+    entries = [*others, {"name": secret_name}] if should else others
+    return {
+        "metadata": {"resourceVersion": metadata["resourceVersion"]},
+        "imagePullSecrets": entries or None,
+    }
+
+
+def _chooses(access: NamespaceAccess, service_account: str) -> bool:
+    return (
+        ALL_SERVICE_ACCOUNTS in access.service_accounts
+        or service_account in access.service_accounts
+    )
 
 
 async def _publish(kube: Kube, registry: JSON, namespaces: int, last_rotation: str | None) -> None:
