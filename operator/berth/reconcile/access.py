@@ -11,6 +11,11 @@ Rotation never breaks a pull. A robot goes through three phases:
     retiring  the old robot stays valid for RETIRE_GRACE, then is dropped
 so the new credential works everywhere before any copy carries it, and the old one
 keeps working until no client can still be holding it.
+
+What a pass does is decided by pure functions (which namespaces it serves, what each
+namespace's robots become, what the robot record, the token server's configuration and
+each ServiceAccount should hold), from what it has read; the async functions around
+them only read and write.
 """
 
 from __future__ import annotations
@@ -212,6 +217,9 @@ async def reconcile_access(kube: Kube, namespace: str, name: str) -> AccessOutco
         return await _reconcile(kube, registry, spec)
 
 
+# -- the pass: read, write the copies, record the robots, tidy up ----------------------
+
+
 @dataclass(frozen=True)
 class _Observed:
     """What an access pass reads before it writes anything."""
@@ -307,7 +315,7 @@ async def _keep_robots(
     return state
 
 
-# -- which namespaces, which copies (pure) ---------------------------------------------
+# -- what the pass decides (pure): namespaces, stale copies, the robot record ----------
 
 
 def wanted_namespaces(spec: RegistrySpec, namespaces: list[JSON]) -> dict[str, NamespaceAccess]:
@@ -482,6 +490,9 @@ async def _namespace_robots(
     document = dockerconfigjson(hosts, username, password)
     await _ensure_secret(kube, rns, rname, ns, document, username, live_secrets, problems)
     return plan
+
+
+# -- pull Secrets, the token server's configuration, ServiceAccounts, status -----------
 
 
 async def _ensure_secret(
