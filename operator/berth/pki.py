@@ -1,22 +1,27 @@
-"""Certificates for SelfSigned TLS: a CA per Registry and a serving certificate for every
-name the registry answers to, renewed well before it expires."""
+"""Every certificate Berth makes: for SelfSigned TLS a CA per Registry and a serving
+certificate for every name the registry answers to, renewed well before it expires; and
+the token server's self-signed signing certificate (`berth.auth.jwt`)."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_VALIDITY: Final = datetime.timedelta(days=3650)
 SERVING_VALIDITY: Final = datetime.timedelta(days=90)
 RENEW_BEFORE: Final = datetime.timedelta(days=30)
 _BACKDATE: Final = datetime.timedelta(minutes=5)  # tolerate clock skew between nodes
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
 
 @dataclass(frozen=True)
@@ -39,35 +44,61 @@ def _cert_pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def new_ca(common_name: str) -> CertKey:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
+def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
+    """Digital signatures, and with `cert_sign` signing certificates and CRLs."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def build_certificate(
+    common_name: str,
+    public_key: PublicKey,
+    signing_key: PrivateKey,
+    validity: datetime.timedelta,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]],
+    *,
+    issuer: x509.Name | None = None,
+) -> x509.Certificate:
+    """A certificate for `public_key` named `common_name`, signed (SHA-256) by
+    `signing_key` as `issuer` (None: self-signed), valid from a few minutes ago for
+    `validity`, with `extensions` as (extension, critical) in this order."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = _now()
-    cert = (
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
+        .subject_name(subject)
+        .issuer_name(subject if issuer is None else issuer)
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _BACKDATE)
-        .not_valid_after(now + CA_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+        .not_valid_after(now + validity)
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(signing_key, hashes.SHA256())
+
+
+def new_ca(common_name: str) -> CertKey:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = build_certificate(
+        common_name[:64],
+        key.public_key(),
+        key,
+        CA_VALIDITY,
+        [
+            (x509.BasicConstraints(ca=True, path_length=0), True),
+            (_key_usage(cert_sign=True), True),
+            (x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False),
+        ],
     )
     return CertKey(_cert_pem(cert), _key_pem(key))
 
@@ -79,25 +110,42 @@ def issue_serving(ca: CertKey, names: list[str]) -> CertKey:
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise ValueError("the CA key is not an EC key")
     key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64])]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
-        .not_valid_after(now + SERVING_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(_general_names(names)), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
+    cert = build_certificate(
+        names[0][:64],
+        key.public_key(),
+        ca_key,
+        SERVING_VALIDITY,
+        [
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+            (x509.SubjectAlternativeName(_general_names(names)), False),
+            (
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]
+                False,
+            ),
+        ],
+        issuer=ca_cert.subject,
     )
     return CertKey(_cert_pem(cert), _key_pem(key))
+
+
+def signing_certificate(
+    key: PrivateKey, common_name: str, validity: datetime.timedelta
+) -> x509.Certificate:
+    """A self-signed certificate for a key that signs data (tokens), not certificates.
+
+    `common_name` is used as it is: one longer than 64 characters is a ValueError.
+    """
+    return build_certificate(
+        common_name,
+        key.public_key(),
+        key,
+        validity,
+        [
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (_key_usage(cert_sign=False), True),
+        ],
+    )
 
 
 def _general_names(names: list[str]) -> list[x509.GeneralName]:

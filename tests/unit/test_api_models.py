@@ -359,6 +359,17 @@ def test_expand_namespace() -> None:
     assert glob_match(expand_namespace("{namespace}/**", "team-a"), "team-a/web")
 
 
+def test_expand_namespace_without_a_namespace() -> None:
+    assert expand_namespace("team-a/**", None) == "team-a/**"
+    with pytest.raises(ValueError, match="has no namespace"):
+        expand_namespace("{namespace}/**", None)
+
+
+def test_expand_namespace_leaves_patterns_without_the_placeholder() -> None:
+    assert expand_namespace("shared/{name}/**", "team-a") == "shared/{name}/**"
+    assert expand_namespace("{namespace}/{namespace}", "a") == "a/a"
+
+
 @pytest.mark.parametrize(
     "tag", ["latest", "v1.2.3", "1.27", "_private", "A" * 128, "build-2025.01.02_3"]
 )

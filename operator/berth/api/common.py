@@ -120,9 +120,20 @@ def glob_match(pattern: str, name: str) -> bool:
     return glob_to_regex(pattern).fullmatch(name) is not None
 
 
-def expand_namespace(pattern: str, namespace: str) -> str:
-    """`pattern` with its `{namespace}` placeholders replaced."""
-    return pattern.replace("{namespace}", namespace)
+NAMESPACE_PLACEHOLDER: Final = "{namespace}"
+
+
+def expand_namespace(pattern: str, namespace: str | None) -> str:
+    """`pattern` with its `{namespace}` placeholders replaced by `namespace`.
+
+    A pattern without the placeholder is returned as it is; one with it and no namespace
+    to put there (`None`: an identity outside any namespace) is a ValueError.
+    """
+    if NAMESPACE_PLACEHOLDER not in pattern:
+        return pattern
+    if namespace is None:
+        raise ValueError(f"{pattern!r} uses {NAMESPACE_PLACEHOLDER} but has no namespace")
+    return pattern.replace(NAMESPACE_PLACEHOLDER, namespace)
 
 
 # -- CEL rules --------------------------------------------------------------------------

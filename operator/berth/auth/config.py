@@ -39,7 +39,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from berth.auth.grants import NAMESPACE_PLACEHOLDER, REPOSITORY_GLOB, Action, Rule
+from berth.api.common import NAMESPACE_PLACEHOLDER
+from berth.auth.grants import REPOSITORY_GLOB, Action, Rule
 from berth.auth.jwt import Signer, SigningError, load_signer
 from berth.auth.robots import BCRYPT_HASH_PATTERN, USERNAME_PATTERN
 from berth.observability import REDACTOR

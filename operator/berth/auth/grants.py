@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
-from berth.api.common import glob_match
+from berth.api.common import expand_namespace, glob_match
 
 Action = Literal["pull", "push", "delete"]
 # Canonical order of actions in a token: the order clients and the registry print them.
@@ -28,7 +28,6 @@ REPOSITORY_TYPE: Final = "repository"
 REGISTRY_TYPE: Final = "registry"
 CATALOG_NAME: Final = "catalog"
 
-NAMESPACE_PLACEHOLDER: Final = "{namespace}"
 _REPOSITORY_COMPONENT: Final = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 REPOSITORY_NAME: Final = re.compile(rf"{_REPOSITORY_COMPONENT}(?:/{_REPOSITORY_COMPONENT})*")
 MAX_REPOSITORY_NAME_LENGTH: Final = 255
@@ -38,14 +37,6 @@ REPOSITORY_GLOB: Final = re.compile(rf"{_GLOB_SEGMENT}(?:/{_GLOB_SEGMENT})*")
 
 class ScopeError(ValueError):
     """A scope parameter that does not follow `type:name:action[,action...]`."""
-
-
-def expand_namespace(pattern: str, namespace: str | None) -> str:
-    if NAMESPACE_PLACEHOLDER not in pattern:
-        return pattern
-    if namespace is None:
-        raise ValueError(f"{pattern!r} uses {NAMESPACE_PLACEHOLDER} but has no namespace")
-    return pattern.replace(NAMESPACE_PLACEHOLDER, namespace)
 
 
 def is_repository_name(name: str) -> bool:

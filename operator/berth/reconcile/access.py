@@ -11,6 +11,11 @@ Rotation never breaks a pull. A robot goes through three phases:
     retiring  the old robot stays valid for RETIRE_GRACE, then is dropped
 so the new credential works everywhere before any copy carries it, and the old one
 keeps working until no client can still be holding it.
+
+What a pass does is decided by pure functions (which namespaces it serves, what each
+namespace's robots become, what the robot record, the token server's configuration and
+each ServiceAccount should hold), from what it has read; the async functions around
+them only read and write.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ import hashlib
 import json
 import logging
 import secrets
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final
 
 from pydantic import ValidationError
@@ -211,75 +217,253 @@ async def reconcile_access(kube: Kube, namespace: str, name: str) -> AccessOutco
         return await _reconcile(kube, registry, spec)
 
 
+# -- the pass: read, write the copies, record the robots, tidy up ----------------------
+
+
+@dataclass(frozen=True)
+class _Observed:
+    """What an access pass reads before it writes anything."""
+
+    wanted: dict[str, NamespaceAccess]  # the namespaces to serve, and what each may do
+    live_secrets: dict[str, JSON]  # our pull Secrets by namespace (kept current as written)
+    hosts: list[str]
+    state_text: str | None  # the robot record as stored
+    state: AccessState  # ... parsed (an empty record when there is none)
+
+
 async def _reconcile(kube: Kube, registry: JSON, spec: RegistrySpec) -> AccessOutcome:
     metadata = registry["metadata"]
     rns, rname = metadata["namespace"], metadata["name"]
-    names = RegistryNames(rname)
     now = _now()
     writes_before = kube.writes
     problems: list[str] = []
 
+    seen = await _observe(kube, registry, spec)
+    state = seen.state
+    if spec.management_state is ManagementState.UNMANAGED:
+        await _share_external_credential(kube, registry, spec, seen, problems)
+    else:
+        state = await _keep_robots(kube, registry, spec, seen, now, problems)
+
+    for ns, secret_name in stale_pull_secrets(seen.live_secrets, seen.wanted):
+        await kube.delete(SECRET, ns, secret_name)
+    await _service_accounts(kube, pull_secret_name(rns, rname), seen.wanted, problems)
+    await _publish(kube, registry, len(seen.wanted), state.last_rotation)
+    for problem in problems:
+        await post_event(kube, registry, reason="AccessFailed", message=problem, warning=True)
+    return AccessOutcome(len(seen.wanted), kube.writes - writes_before, problems)
+
+
+async def _observe(kube: Kube, registry: JSON, spec: RegistrySpec) -> _Observed:
+    rns, rname = registry["metadata"]["namespace"], registry["metadata"]["name"]
     namespaces = [ns async for ns in kube.list(NAMESPACE)]
-    wanted: dict[str, NamespaceAccess] = {}
-    if spec.auth.mode is not AuthMode.NONE and spec.access:
-        wanted = select_namespaces(spec.access, namespaces)
+    wanted = wanted_namespaces(spec, namespaces)
     live_secrets = {
         s["metadata"]["namespace"]: s
         async for s in kube.list(SECRET, label_selector=registry_selector(rns, rname))
     }
-    secret_name = pull_secret_name(rns, rname)
     hosts = await registry_hosts(kube, registry, spec)
-
     state_secret = await kube.get(SECRET, rns, state_secret_name(rname))
     state_text = _decode(state_secret, "robots.json")
     state = AccessState.from_json(state_text) if state_text else AccessState()
+    return _Observed(wanted, live_secrets, hosts, state_text, state)
 
-    if spec.management_state is ManagementState.UNMANAGED:
-        shared = await _external_credential(kube, registry, spec, problems)
-        for ns in wanted:
-            if shared is None:
-                break
-            document = dockerconfigjson(hosts, *shared)
-            await _ensure_secret(kube, rns, rname, ns, document, shared[0], live_secrets, problems)
-    else:
-        rotate_all = _rotation_requested(metadata, state)
-        period = parse_duration(spec.credential_rotation.period)
-        by_namespace: dict[str, list[RobotRecord]] = {}
-        for robot in state.robots:
-            by_namespace.setdefault(robot.namespace, []).append(robot)
-        # Namespaces are independent: in parallel (the Kube pool bounds the fan-out).
-        per_namespace = await asyncio.gather(
-            *(
-                _namespace_robots(
-                    kube, rns, rname, ns, by_namespace.pop(ns, []), live_secrets.get(ns), hosts,
-                    period, rotate_all, now, state, live_secrets, problems,
-                )
-                for ns in wanted
+
+async def _share_external_credential(
+    kube: Kube, registry: JSON, spec: RegistrySpec, seen: _Observed, problems: list[str]
+) -> None:
+    """Unmanaged registries: every namespace gets a copy of the configured credential."""
+    shared = await _external_credential(kube, registry, spec, problems)
+    if shared is None:
+        return
+    rns, rname = registry["metadata"]["namespace"], registry["metadata"]["name"]
+    for ns in seen.wanted:
+        document = dockerconfigjson(seen.hosts, *shared)
+        await _ensure_secret(kube, rns, rname, ns, document, shared[0], seen.live_secrets, problems)
+
+
+async def _keep_robots(
+    kube: Kube,
+    registry: JSON,
+    spec: RegistrySpec,
+    seen: _Observed,
+    now: datetime.datetime,
+    problems: list[str],
+) -> AccessState:
+    """Managed registries: a robot per namespace, rotated when due, recorded in the robot
+    record and (Token mode) in the token server's configuration; the record afterwards."""
+    metadata = registry["metadata"]
+    rns, rname = metadata["namespace"], metadata["name"]
+    request = _rotation_request(metadata, seen.state)
+    period = parse_duration(spec.credential_rotation.period)
+    by_namespace = robots_by_namespace(seen.state.robots)
+    # Namespaces are independent: in parallel (the Kube pool bounds the fan-out).
+    plans = await asyncio.gather(
+        *(
+            _namespace_robots(
+                kube, rns, rname, ns, by_namespace.get(ns, []), seen.live_secrets.get(ns),
+                seen.hosts, period, request is not None, now, seen.live_secrets, problems,
             )
-        )  # fmt: skip
-        kept = [robot for robots in per_namespace for robot in robots]
+            for ns in seen.wanted
+        )
+    )  # fmt: skip
+    state = recorded_state(seen.state, plans, rotation_request=request, now=now)
+    if spec.auth.mode is AuthMode.TOKEN:
+        await _ensure_token_config(kube, registry, spec, RegistryNames(rname), state, seen.wanted)
+    if state.to_json() != (seen.state_text or AccessState().to_json()):
+        await kube.ensure(robots_secret(registry, state_secret_name(rname), state.to_json()))
+    return state
+
+
+# -- what the pass decides (pure): namespaces, stale copies, the robot record ----------
+
+
+def wanted_namespaces(spec: RegistrySpec, namespaces: list[JSON]) -> dict[str, NamespaceAccess]:
+    """The namespaces to serve and what each may do: none when the registry asks for no
+    authentication (anyone may pull) or grants nothing."""
+    if spec.auth.mode is AuthMode.NONE or not spec.access:
+        return {}
+    return select_namespaces(spec.access, namespaces)
+
+
+def stale_pull_secrets(
+    live_secrets: dict[str, JSON], wanted: dict[str, NamespaceAccess]
+) -> list[tuple[str, str]]:
+    """(namespace, name) of our pull Secrets in namespaces no longer served."""
+    return [
+        (ns, secret["metadata"]["name"]) for ns, secret in live_secrets.items() if ns not in wanted
+    ]
+
+
+def robots_by_namespace(robots: list[RobotRecord]) -> dict[str, list[RobotRecord]]:
+    """The robot record's robots grouped by namespace, in their recorded order."""
+    grouped: dict[str, list[RobotRecord]] = {}
+    for robot in robots:
+        grouped.setdefault(robot.namespace, []).append(robot)
+    return grouped
+
+
+def _rotation_request(metadata: JSON, state: AccessState) -> str | None:
+    """The rotate-credentials annotation, if it asks for a rotation not yet made."""
+    request: str | None = (metadata.get("annotations") or {}).get(ANNOTATION_ROTATE)
+    return request if request and request != state.rotation_request else None
+
+
+def recorded_state(
+    state: AccessState,
+    plans: Sequence[NamespacePlan],
+    *,
+    rotation_request: str | None,
+    now: datetime.datetime,
+) -> AccessState:
+    """The robot record after a pass that planned `plans`, one per namespace served, and
+    acted on `rotation_request` (the rotate-credentials annotation), if not None."""
+    return replace(
+        state,
         # Robots of namespaces that left every grant are revoked at once.
-        state.robots = kept
-        if rotate_all:
-            state.rotation_request = (metadata.get("annotations") or {}).get(ANNOTATION_ROTATE)
-        if spec.auth.mode is AuthMode.TOKEN:
-            await _ensure_token_config(kube, registry, spec, names, state, wanted)
-        if state.to_json() != (state_text or AccessState().to_json()):
-            await kube.ensure(robots_secret(registry, state_secret_name(rname), state.to_json()))
-
-    for ns, secret in live_secrets.items():
-        if ns not in wanted:
-            await kube.delete(SECRET, ns, secret["metadata"]["name"])
-    await _service_accounts(kube, secret_name, wanted, problems)
-    await _publish(kube, registry, len(wanted), state.last_rotation)
-    for problem in problems:
-        await post_event(kube, registry, reason="AccessFailed", message=problem, warning=True)
-    return AccessOutcome(len(wanted), kube.writes - writes_before, problems)
+        robots=[robot for plan in plans for robot in plan.robots],
+        last_rotation=_time(now) if any(plan.rotated for plan in plans) else state.last_rotation,
+        rotation_request=state.rotation_request if rotation_request is None else rotation_request,
+    )
 
 
-def _rotation_requested(metadata: JSON, state: AccessState) -> bool:
-    request = (metadata.get("annotations") or {}).get(ANNOTATION_ROTATE)
-    return bool(request) and request != state.rotation_request
+# -- one namespace's robots: what they become (pure), then the writes ------------------
+
+
+@dataclass(frozen=True)
+class HeldRobots:
+    """One namespace's robots as the state records them (retiring ones past their grace
+    left out), and the active robot's password if its pull Secret still carries it."""
+
+    active: RobotRecord | None
+    pending: RobotRecord | None
+    retiring: list[RobotRecord]
+    password: str | None  # None: no credential yet, or its copy was lost or edited
+
+
+@dataclass(frozen=True)
+class NamespacePlan:
+    """One namespace after this pass: its robots as the state records them, the
+    (username, password) its pull Secret carries, and whether a rotation completed."""
+
+    robots: list[RobotRecord]
+    credential: tuple[str, str]
+    rotated: bool = False
+
+
+def held_robots(
+    robots: list[RobotRecord], carried: tuple[str, str] | None, now: datetime.datetime
+) -> HeldRobots:
+    """What a namespace holds: its robots, and `carried`, its pull Secret's credential."""
+    active = next((r for r in robots if r.phase == "active"), None)
+    pending = next((r for r in robots if r.phase == "pending"), None)
+    retiring = [r for r in robots if _in_grace(r, now)]
+    return HeldRobots(active, pending, retiring, _password_of(active, carried))
+
+
+def _in_grace(robot: RobotRecord, now: datetime.datetime) -> bool:
+    """Whether `robot` is retiring and still valid."""
+    if robot.phase != "retiring" or not robot.retire_at:
+        return False
+    return _parse_time(robot.retire_at) > now
+
+
+def _password_of(robot: RobotRecord | None, carried: tuple[str, str] | None) -> str | None:
+    """The password in `carried`, a pull Secret's credential, if it is `robot`'s, unedited."""
+    if robot is None or carried is None:
+        return None
+    username, password = carried
+    if username != robot.username or fingerprint(password) != robot.fingerprint:
+        return None
+    return password
+
+
+def robot_to_mint(
+    held: HeldRobots, *, period: datetime.timedelta, rotate_all: bool, now: datetime.datetime
+) -> str | None:
+    """The phase of the robot this pass must make for the namespace: "active" when it has
+    no working credential (there is nothing working to protect, so one is issued at
+    once), "pending" when its rotation is due, else None."""
+    if held.active is None or held.password is None:
+        return "active"
+    due = rotate_all or now - _parse_time(held.active.created) >= period
+    return "pending" if held.pending is None and due else None
+
+
+def plan_namespace(
+    held: HeldRobots,
+    minted: tuple[RobotRecord, str] | None,
+    *,
+    now: datetime.datetime,
+    timing: Timing,
+) -> NamespacePlan:
+    """The namespace's robots after this pass, given `minted`, the robot (and password)
+    made for the phase robot_to_mint asked for, if it asked."""
+    active = held.active
+    if active is None or held.password is None:
+        assert minted is not None, "robot_to_mint asks for an active robot"
+        robot, password = minted
+        return NamespacePlan([robot, *held.retiring], (robot.username, password))
+    pending = held.pending
+    if minted is not None:
+        robot, password = minted
+        pending = replace(robot, pending_password=password)
+    if pending is not None and now - _parse_time(pending.created) >= timing.propagation:
+        # Every client can have the new robot now: it replaces the old one in the pull
+        # Secret, and the old one stays valid for the grace.
+        assert pending.pending_password is not None
+        return NamespacePlan(
+            [
+                replace(pending, phase="active", pending_password=None),
+                replace(active, phase="retiring", retire_at=_time(now + timing.retire_grace)),
+                *held.retiring,
+            ],
+            (pending.username, pending.pending_password),
+            rotated=True,
+        )
+    # Steady: the pull Secret keeps the active credential.
+    kept = [active] if pending is None else [active, pending]
+    return NamespacePlan([*kept, *held.retiring], (active.username, held.password))
 
 
 async def _namespace_robots(
@@ -293,54 +477,22 @@ async def _namespace_robots(
     period: datetime.timedelta,
     rotate_all: bool,
     now: datetime.datetime,
-    state: AccessState,
     live_secrets: dict[str, JSON],
     problems: list[str],
-) -> list[RobotRecord]:
-    """One namespace's robots after this pass; writes its pull Secret when needed."""
-    active = next((r for r in robots if r.phase == "active"), None)
-    pending = next((r for r in robots if r.phase == "pending"), None)
-    retiring = [
-        r
-        for r in robots
-        if r.phase == "retiring" and r.retire_at and _parse_time(r.retire_at) > now
-    ]
-    carried = credential_of(secret) if secret else None
-    intact = (
-        active is not None
-        and carried is not None
-        and carried[0] == active.username
-        and fingerprint(carried[1]) == active.fingerprint
-    )
-    if active is None or not intact or carried is None:
-        # No credential yet, or its copy was lost or edited: issue one at once (there is
-        # nothing working to protect).
-        active, password = await _new_robot(ns, "active", now)
-        await _ensure_secret(
-            kube, rns, rname, ns, dockerconfigjson(hosts, active.username, password),
-            active.username, live_secrets, problems,
-        )  # fmt: skip
-        return [active, *retiring]
+) -> NamespacePlan:
+    """One namespace's robots after this pass; writes its pull Secret when needed (the
+    steady case too: host names can change, e.g. a new external host)."""
+    held = held_robots(robots, credential_of(secret) if secret else None, now)
+    phase = robot_to_mint(held, period=period, rotate_all=rotate_all, now=now)
+    minted = await _new_robot(ns, phase, now) if phase else None
+    plan = plan_namespace(held, minted, now=now, timing=TIMING)
+    username, password = plan.credential
+    document = dockerconfigjson(hosts, username, password)
+    await _ensure_secret(kube, rns, rname, ns, document, username, live_secrets, problems)
+    return plan
 
-    due = rotate_all or now - _parse_time(active.created) >= period
-    if pending is None and due:
-        pending, pending_password = await _new_robot(ns, "pending", now)
-        pending.pending_password = pending_password
-    if pending is not None and now - _parse_time(pending.created) >= TIMING.propagation:
-        assert pending.pending_password is not None
-        password = pending.pending_password
-        await _ensure_secret(
-            kube, rns, rname, ns, dockerconfigjson(hosts, pending.username, password),
-            pending.username, live_secrets, problems,
-        )  # fmt: skip
-        active.phase, active.retire_at = "retiring", _time(now + TIMING.retire_grace)
-        pending.phase, pending.pending_password = "active", None
-        state.last_rotation = _time(now)
-        return [pending, active, *retiring]
-    # Steady: keep the copy right (host names can change, e.g. a new external host).
-    document = dockerconfigjson(hosts, active.username, carried[1])
-    await _ensure_secret(kube, rns, rname, ns, document, active.username, live_secrets, problems)
-    return [r for r in (active, pending) if r is not None] + retiring
+
+# -- pull Secrets, the token server's configuration, ServiceAccounts, status -----------
 
 
 async def _ensure_secret(
@@ -413,7 +565,7 @@ async def _ensure_token_config(
 ) -> None:
     admin = await kube.get(SECRET, registry["metadata"]["namespace"], names.admin)
     admin_password = _decode(admin, "password")
-    robots: list[Robot] = []
+    admin_hash = None
     if admin_password:
         REDACTOR.register(admin_password)
         if state.admin_fingerprint != fingerprint(admin_password) or not state.admin_hash:
@@ -421,19 +573,37 @@ async def _ensure_token_config(
                 hash_password, admin_password, cost=ROBOT_BCRYPT_COST
             )
             state.admin_fingerprint = fingerprint(admin_password)
-        robots.append(
+        admin_hash = state.admin_hash
+    config = token_server_config(registry, spec, state.robots, wanted, admin_hash=admin_hash)
+    await kube.ensure(token_config_secret(registry, names, config.to_json()))
+
+
+def token_server_config(
+    registry: JSON,
+    spec: RegistrySpec,
+    robots: list[RobotRecord],
+    wanted: dict[str, NamespaceAccess],
+    *,
+    admin_hash: str | None,
+) -> TokenServerConfig:
+    """Whom the token server accepts: the admin (when its Secret has a password, whose
+    bcrypt hash is `admin_hash`), the robots of the namespaces served, each with its
+    namespace's grant, and the ServiceAccounts those grants name."""
+    accepted: list[Robot] = []
+    if admin_hash is not None:
+        accepted.append(
             Robot(
                 username=ADMIN_USER,
-                password_hash=state.admin_hash,
+                password_hash=admin_hash,
                 grants=[Grant(repositories=["**"], actions=["pull", "push", "delete"])],
                 catalog=True,
             )
         )
-    for robot in sorted(state.robots, key=lambda r: r.username):
+    for robot in sorted(robots, key=lambda r: r.username):
         access = wanted.get(robot.namespace)
         if access is None:
             continue
-        robots.append(
+        accepted.append(
             Robot(
                 username=robot.username,
                 password_hash=robot.password_hash,
@@ -442,12 +612,12 @@ async def _ensure_token_config(
             )
         )
     inputs = RegistryInputs(registry, spec, RegistryMaterial(""))
-    config = TokenServerConfig(
+    return TokenServerConfig(
         issuer=TOKEN_ISSUER,
         service=token_service(inputs),
         signing_key_file=SIGNING_DIR / "tls.key",
         signing_cert_file=SIGNING_DIR / "tls.crt",
-        robots=robots,
+        robots=accepted,
         namespace_grants={
             ns: [
                 Grant.model_validate(
@@ -458,42 +628,20 @@ async def _ensure_token_config(
         },
         token_review=True,
     )
-    await kube.ensure(token_config_secret(registry, names, config.to_json()))
 
 
 async def _service_accounts(
     kube: Kube, secret_name: str, wanted: dict[str, NamespaceAccess], problems: list[str]
 ) -> None:
-    """Add our pull Secret to the chosen ServiceAccounts, remove it from the others;
-    entries other people put there are never touched."""
-    changes = []
+    """Add our pull Secret to the chosen ServiceAccounts, remove it from the others."""
+    patches = []
     async for account in kube.list(SERVICE_ACCOUNT):
-        metadata = account["metadata"]
-        ns, name = metadata["namespace"], metadata["name"]
-        present = any(
-            ref.get("name") == secret_name for ref in account.get("imagePullSecrets") or []
-        )
-        access = wanted.get(ns)
-        should = access is not None and (
-            ALL_SERVICE_ACCOUNTS in access.service_accounts or name in access.service_accounts
-        )
-        if should != present:
-            changes.append((account, should))
+        patch = service_account_patch(account, secret_name, wanted)
+        if patch is not None:
+            patches.append((account["metadata"], patch))
 
-    async def change(account: JSON, should: bool) -> None:
-        metadata = account["metadata"]
+    async def change(metadata: JSON, patch: JSON) -> None:
         ns, name = metadata["namespace"], metadata["name"]
-        # imagePullSecrets is an atomic list (no strategic merge): rewrite it whole, with
-        # the resourceVersion read, so a concurrent edit by someone else is not lost (a
-        # conflict leaves it to the next pass, which their edit triggers).
-        others = [
-            ref for ref in account.get("imagePullSecrets") or [] if ref.get("name") != secret_name
-        ]
-        entries = [*others, {"name": secret_name}] if should else others
-        patch = {
-            "metadata": {"resourceVersion": metadata["resourceVersion"]},
-            "imagePullSecrets": entries or None,
-        }
         try:
             await kube.merge_patch(SERVICE_ACCOUNT, ns, name, patch)
         except ApiException as error:
@@ -502,7 +650,39 @@ async def _service_accounts(
                     f"namespace {ns}: ServiceAccount {name}: {error.status} {error.reason}"
                 )
 
-    await asyncio.gather(*(change(account, should) for account, should in changes))
+    await asyncio.gather(*(change(metadata, patch) for metadata, patch in patches))
+
+
+def service_account_patch(
+    account: JSON, secret_name: str, wanted: dict[str, NamespaceAccess]
+) -> JSON | None:
+    """The merge patch after which `account` names our pull Secret exactly when its
+    namespace's grants choose it, or None if it already does; entries other people put
+    there are never touched.
+
+    imagePullSecrets is an atomic list (no strategic merge): the patch rewrites it whole,
+    with the resourceVersion read, so a concurrent edit by someone else is not lost (a
+    conflict leaves it to the next pass, which their edit triggers).
+    """
+    metadata = account["metadata"]
+    access = wanted.get(metadata["namespace"])
+    should = access is not None and _chooses(access, metadata["name"])
+    references = account.get("imagePullSecrets") or []
+    if should == any(ref.get("name") == secret_name for ref in references):
+        return None
+    others = [ref for ref in references if ref.get("name") != secret_name]
+    entries = [*others, {"name": secret_name}] if should else others
+    return {
+        "metadata": {"resourceVersion": metadata["resourceVersion"]},
+        "imagePullSecrets": entries or None,
+    }
+
+
+def _chooses(access: NamespaceAccess, service_account: str) -> bool:
+    return (
+        ALL_SERVICE_ACCOUNTS in access.service_accounts
+        or service_account in access.service_accounts
+    )
 
 
 async def _publish(kube: Kube, registry: JSON, namespaces: int, last_rotation: str | None) -> None:
