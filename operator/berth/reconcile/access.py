@@ -40,10 +40,9 @@ from berth.auth.config import Grant, Robot, TokenServerConfig
 from berth.auth.robots import dockerconfigjson, hash_password
 from berth.constants import GROUP
 from berth.k8s.api import JSON, ApiException, Kube
-from berth.k8s.events import post_event
 from berth.k8s.kinds import NAMESPACE, REGISTRY, SECRET, SERVICE, SERVICE_ACCOUNT
 from berth.observability import REDACTOR
-from berth.reconcile.locks import ObjectLocks
+from berth.reconcile.kit import EventRule, Outcome, Passes, publish
 from berth.reconcile.unmanaged import SecretProblem, credentials_from_secret
 from berth.resources.access import (
     ALL_SERVICE_ACCOUNTS,
@@ -57,13 +56,14 @@ from berth.resources.access import (
 )
 from berth.resources.registry import (
     ADMIN_USER,
+    SIGNING_DIR,
     TOKEN_ISSUER,
-    RegistryInputs,
-    RegistryMaterial,
     RegistryNames,
+    RegistryTarget,
+    service_hosts,
+    token_config_secret,
     token_service,
 )
-from berth.resources.registry.tokenserver import SIGNING_DIR, token_config_secret
 
 logger = logging.getLogger(__name__)
 
@@ -120,13 +120,6 @@ class AccessState:
         )
 
 
-@dataclass
-class AccessOutcome:
-    namespaces: int
-    writes: int
-    problems: list[str]
-
-
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
@@ -171,16 +164,19 @@ async def _new_robot(namespace: str, phase: str, now: datetime.datetime) -> tupl
     return record, password
 
 
-_locks = ObjectLocks()
+# The access pass is a pass of its own over Registries: its own locks, no metrics of
+# its own (the registry pass counts the Registry), its own status fields.
+_passes = Passes(REGISTRY, metrics=False)
+EVENTS: Final = EventRule(problem_reason="AccessFailed")
 
 
 def forget(namespace: str, name: str) -> None:
-    _locks.forget(namespace, name)
+    _passes.forget(namespace, name)
 
 
 def exclusive(namespace: str, name: str) -> AbstractAsyncContextManager[None]:
     """Hold off this kind of pass for one Registry (e.g. while it is being deleted)."""
-    return _locks.hold(namespace, name)
+    return _passes.exclusive(namespace, name)
 
 
 async def registry_hosts(kube: Kube, registry: JSON, spec: RegistrySpec) -> list[str]:
@@ -191,10 +187,7 @@ async def registry_hosts(kube: Kube, registry: JSON, spec: RegistrySpec) -> list
         return [spec.external.url.split("://", 1)[-1].rstrip("/")]
     names = RegistryNames(metadata["name"])
     port = spec.expose.service.port
-    hosts = [
-        f"{names.service}.{metadata['namespace']}.svc:{port}",
-        f"{names.service}.{metadata['namespace']}.svc.cluster.local:{port}",
-    ]
+    hosts = service_hosts(names.service, metadata["namespace"], port)
     service = await kube.get(SERVICE, metadata["namespace"], names.service)
     cluster_ip = (service or {}).get("spec", {}).get("clusterIP")
     if cluster_ip and cluster_ip != "None":
@@ -205,16 +198,21 @@ async def registry_hosts(kube: Kube, registry: JSON, spec: RegistrySpec) -> list
     return hosts
 
 
-async def reconcile_access(kube: Kube, namespace: str, name: str) -> AccessOutcome | None:
-    async with _locks.hold(namespace, name):
-        registry = await kube.get(REGISTRY, namespace, name)
-        if registry is None or registry["metadata"].get("deletionTimestamp"):
-            return None
-        try:
-            spec = RegistrySpec.model_validate(registry.get("spec") or {})
-        except ValidationError:
-            return None  # the Registry pass reports InvalidSpec
-        return await _reconcile(kube, registry, spec)
+async def reconcile_access(kube: Kube, namespace: str, name: str) -> Outcome | None:
+    """One access pass for one Registry; None when it is gone or being deleted. Its
+    Outcome has no conditions: it owns status.accessNamespaces and
+    lastCredentialRotation, and reports problems as Events."""
+    return await _passes.run(kube, namespace, name, lambda registry: _access(kube, registry))
+
+
+async def _access(kube: Kube, registry: JSON) -> Outcome:
+    try:
+        spec = RegistrySpec.model_validate(registry.get("spec") or {})
+    except ValidationError:
+        return Outcome(invalid=True)  # the Registry pass reports InvalidSpec
+    outcome = await _reconcile(kube, registry, spec)
+    await publish(kube, REGISTRY, registry, outcome, EVENTS)
+    return outcome
 
 
 # -- the pass: read, write the copies, record the robots, tidy up ----------------------
@@ -231,7 +229,7 @@ class _Observed:
     state: AccessState  # ... parsed (an empty record when there is none)
 
 
-async def _reconcile(kube: Kube, registry: JSON, spec: RegistrySpec) -> AccessOutcome:
+async def _reconcile(kube: Kube, registry: JSON, spec: RegistrySpec) -> Outcome:
     metadata = registry["metadata"]
     rns, rname = metadata["namespace"], metadata["name"]
     now = _now()
@@ -248,10 +246,10 @@ async def _reconcile(kube: Kube, registry: JSON, spec: RegistrySpec) -> AccessOu
     for ns, secret_name in stale_pull_secrets(seen.live_secrets, seen.wanted):
         await kube.delete(SECRET, ns, secret_name)
     await _service_accounts(kube, pull_secret_name(rns, rname), seen.wanted, problems)
-    await _publish(kube, registry, len(seen.wanted), state.last_rotation)
-    for problem in problems:
-        await post_event(kube, registry, reason="AccessFailed", message=problem, warning=True)
-    return AccessOutcome(len(seen.wanted), kube.writes - writes_before, problems)
+    fields: dict[str, Any] = {"accessNamespaces": len(seen.wanted)}
+    if state.last_rotation:
+        fields["lastCredentialRotation"] = state.last_rotation
+    return Outcome(fields=fields, writes=kube.writes - writes_before, problems=problems)
 
 
 async def _observe(kube: Kube, registry: JSON, spec: RegistrySpec) -> _Observed:
@@ -611,7 +609,7 @@ def token_server_config(
                 grants=[Grant.model_validate(access.grant())],
             )
         )
-    inputs = RegistryInputs(registry, spec, RegistryMaterial(""))
+    inputs = RegistryTarget(registry, spec)
     return TokenServerConfig(
         issuer=TOKEN_ISSUER,
         service=token_service(inputs),
@@ -685,19 +683,6 @@ def _chooses(access: NamespaceAccess, service_account: str) -> bool:
     )
 
 
-async def _publish(kube: Kube, registry: JSON, namespaces: int, last_rotation: str | None) -> None:
-    old = registry.get("status") or {}
-    new: dict[str, Any] = {"accessNamespaces": namespaces}
-    if last_rotation:
-        new["lastCredentialRotation"] = last_rotation
-    changed = {k: v for k, v in new.items() if old.get(k) != v}
-    if changed:
-        metadata = registry["metadata"]
-        await kube.merge_patch(
-            REGISTRY, metadata["namespace"], metadata["name"], {"status": changed}, status=True
-        )
-
-
 async def revoke_everything(kube: Kube, namespace: str, name: str) -> int:
     """On Registry deletion: every pull Secret copy and ServiceAccount reference goes
     (they live in other namespaces, where ownerReferences cannot reach)."""
@@ -721,7 +706,6 @@ def robots_for_htpasswd(state_secret: JSON | None) -> list[tuple[str, str]]:
 __all__ = [
     "ANNOTATION_ROBOT",
     "TIMING",
-    "AccessOutcome",
     "reconcile_access",
     "revoke_everything",
     "robots_for_htpasswd",
