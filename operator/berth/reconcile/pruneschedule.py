@@ -23,7 +23,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Final
 
-from kubernetes import client as k8s_client
 from pydantic import ValidationError
 
 from berth.api.common import expand_namespace, glob_to_regex, parse_duration
@@ -35,7 +34,7 @@ from berth.api.pruneschedule import (
 )
 from berth.api.registry import RegistrySpec
 from berth.constants import PRUNE_SCHEDULE_KIND, operator_image
-from berth.k8s.api import JSON, ApiException, Kube
+from berth.k8s.api import JSON, ApiClient, ApiException, Kube
 from berth.k8s.events import post_event
 from berth.k8s.kinds import (
     CLUSTER_ROLE,
@@ -319,7 +318,7 @@ async def run_schedule(
     *,
     dry_run: bool = False,
     registry_url: str | None = None,
-    scan_client: k8s_client.ApiClient | None = None,
+    scan_client: ApiClient | None = None,
     progress: Progress | None = None,
     gc_timeouts: GCTimeouts | None = None,
 ) -> RunOutcome:
@@ -360,7 +359,7 @@ async def _run(
     schedule: JSON,
     label: str,
     request: PruneRequest,
-    scan_client: k8s_client.ApiClient | None,
+    scan_client: ApiClient | None,
     progress: Progress | None,
 ) -> RunOutcome:
     started = now_rfc3339()
@@ -371,7 +370,13 @@ async def _run(
         {"lastScheduleTime": started},
     )
     logger.info("pruning %s: registry %s", label, request.access.url)
-    report = await execute(request, kube=kube, scan_client=scan_client, progress=progress)
+    # The scan's own connection is the caller's: it stays open.
+    scan = Kube(scan_client, owns_client=False) if scan_client is not None else None
+    try:
+        report = await execute(request, kube=kube, scan=scan, progress=progress)
+    finally:
+        if scan is not None:
+            scan.close()
     last_run = summary(report)
     fields: JSON = {"lastRun": last_run, "plan": status_plan(report)}
     condition = run_condition(report)
