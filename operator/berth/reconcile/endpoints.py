@@ -3,12 +3,12 @@ images in the cluster may call it by. Shared by prune runs and TagPolicies."""
 
 from __future__ import annotations
 
-import base64
 from urllib.parse import urlsplit
 
 from berth.api.registry import AuthMode, ManagementState, RegistrySpec, TLSMode
 from berth.k8s.api import JSON, Kube
 from berth.k8s.kinds import CONFIG_MAP, REGISTRY, SECRET, SERVICE
+from berth.k8s.secrets import secret_value
 from berth.observability import REDACTOR
 from berth.prune.run import RegistryAccess
 from berth.reconcile.unmanaged import SecretProblem, credentials_from_secret
@@ -58,11 +58,6 @@ async def registry_access(
     return await _managed_access(kube, registry, spec, registry_url)
 
 
-def _decode(obj: JSON | None, key: str) -> str | None:
-    value = ((obj or {}).get("data") or {}).get(key)
-    return base64.b64decode(value).decode() if value else None
-
-
 def _host(url: str) -> str:
     return urlsplit(url if "://" in url else f"//{url}").netloc
 
@@ -108,7 +103,7 @@ async def _managed_access(
             )
     elif spec.tls.mode in (TLSMode.SECRET, TLSMode.CERT_MANAGER):
         secret_name = spec.tls.secret_name if spec.tls.mode is TLSMode.SECRET else names.tls
-        ca_pem = _decode(await kube.get(SECRET, namespace, str(secret_name)), "ca.crt")
+        ca_pem = secret_value(await kube.get(SECRET, namespace, str(secret_name)), "ca.crt")
 
     hosts = [
         f"{names.service}:{port}",
@@ -159,7 +154,7 @@ async def _unmanaged_access(
     ca_pem = None
     if external.ca_secret_ref is not None:
         ref = external.ca_secret_ref
-        ca_pem = _decode(await kube.get(SECRET, namespace, ref.name), ref.key)
+        ca_pem = secret_value(await kube.get(SECRET, namespace, ref.name), ref.key)
         if ca_pem is None:
             raise RegistryProblem(
                 "CANotFound",
