@@ -40,6 +40,7 @@ from berth.prune.retention import (
     RetentionRules,
     plan,
 )
+from berth.registry.access import RegistryAccess
 from berth.registry.client import (
     INDEX_MEDIA_TYPES,
     DigestCache,
@@ -83,17 +84,6 @@ class _NoProgress:
 
     def advance(self, amount: int = 1) -> None:
         pass
-
-
-@dataclass(frozen=True)
-class RegistryAccess:
-    """How to reach the registry, and every name images in the cluster may call it."""
-
-    url: str
-    hosts: tuple[str, ...]
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    ca_pem: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

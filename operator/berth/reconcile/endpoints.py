@@ -1,5 +1,6 @@
-"""How the operator reaches a Registry: its URL, credentials, CA, and every host name
-images in the cluster may call it by. Shared by prune runs and TagPolicies."""
+"""How the operator reaches a Registry: the RegistryAccess (URL, credentials, CA, and
+every host name images in the cluster may call it by) resolved from the Registry, its
+Service and its Secrets. Shared by prune runs, TagPolicies and promotions."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ from berth.k8s.api import JSON, Kube
 from berth.k8s.kinds import CONFIG_MAP, REGISTRY, SECRET, SERVICE
 from berth.k8s.secrets import secret_value
 from berth.observability import REDACTOR
-from berth.prune.run import RegistryAccess
 from berth.reconcile.unmanaged import SecretProblem, credentials_from_secret
-from berth.registry.client import RegistryClient
+from berth.registry.access import RegistryAccess
 from berth.resources.registry import RegistryNames, service_hosts
 
 
@@ -39,13 +39,6 @@ async def referenced_registry(kube: Kube, namespace: str, name: str) -> tuple[JS
             "RegistryRemoved", f"Registry {namespace}/{name} is Removed: no images"
         )
     return registry, spec
-
-
-def registry_client(access: RegistryAccess) -> RegistryClient:
-    """A client for the operator's own requests to the registry `access` describes."""
-    return RegistryClient(
-        access.url, username=access.username, password=access.password, ca_pem=access.ca_pem
-    )
 
 
 async def registry_access(

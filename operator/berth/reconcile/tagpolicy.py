@@ -39,17 +39,12 @@ from berth.k8s.events import post_event
 from berth.k8s.kinds import NAMESPACE, SECRET, TAG_POLICY
 from berth.k8s.secrets import secret_value
 from berth.observability import RECONCILE_SECONDS, RECONCILES, TAG_REVERTS
-from berth.prune.run import RegistryAccess
 from berth.reconcile.conditions import Cond, find, merge_conditions, now_rfc3339
-from berth.reconcile.endpoints import (
-    RegistryProblem,
-    referenced_registry,
-    registry_access,
-    registry_client,
-)
+from berth.reconcile.endpoints import RegistryProblem, referenced_registry, registry_access
 from berth.reconcile.invalid import InvalidSpec, validation_message
 from berth.reconcile.locks import ObjectLocks
 from berth.reconcile.status import patch_status
+from berth.registry.access import RegistryAccess, registry_client
 from berth.registry.client import RegistryClient, RegistryError
 from berth.registry.copy import copy_image
 from berth.registry.reference import DEFAULT_HOST, InvalidReference, parse_reference
