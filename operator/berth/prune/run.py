@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, Protocol
 
 from berth.api.common import glob_match
+from berth.concurrency import gather_all
 from berth.k8s.api import Kube
 from berth.k8s.kinds import TAG_POLICY
 from berth.prune.gc import GCResult, GCTimeouts, collect_garbage
@@ -51,8 +52,6 @@ from berth.registry.client import (
 from berth.registry.inventory import RepositoryInventory, inventory
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 # Repositories inventoried (and pruned) at once; the client bounds requests in flight.
 PARALLEL_REPOSITORIES: Final = 16
@@ -332,18 +331,6 @@ async def _execute(
             report.bytes_basis = "estimated"
 
 
-async def _gather_all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
-    """gather, but the first failure cancels the rest."""
-    tasks = [asyncio.ensure_future(awaitable) for awaitable in awaitables]
-    try:
-        return await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-
-
 async def plan_registry(
     client: RegistryClient,
     rules: RetentionRules,
@@ -372,7 +359,7 @@ async def _inventory(
         return found
 
     merged: dict[str, RepositoryInventory] = {}
-    for found in await _gather_all(one(name) for name in names):
+    for found in await gather_all(one(name) for name in names):
         merged.update(found)
     return merged
 
@@ -502,7 +489,7 @@ async def _moved_onto(
         return tag, descriptor.digest, descriptor.media_type
 
     changed: list[tuple[str, str]] = []
-    for resolved in await _gather_all(resolve(tag) for tag in tags):
+    for resolved in await gather_all(resolve(tag) for tag in tags):
         if resolved is None:
             continue
         tag, digest, media_type = resolved
