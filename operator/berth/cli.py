@@ -186,10 +186,10 @@ def prune(
 
     from rich.console import Console
 
+    from berth.actions.prune import RunOutcome, RunProblem, run_schedule
     from berth.k8s.api import ApiException, Kube
     from berth.observability import REDACTOR
     from berth.prune.report import ProgressBar, kept_table, plan_table, summary_table
-    from berth.reconcile.pruneschedule import RunOutcome, RunProblem, run_schedule
 
     namespace, _, name = schedule_ref.partition("/")
     if not namespace or not name or "/" in name:

@@ -8,6 +8,7 @@ import datetime
 
 from rich.console import Console
 
+from berth.actions.prune import run_condition, status_plan, summary
 from berth.api.pruneschedule import ERRORS_LIMIT, PLAN_LIMIT, PruneScheduleStatus
 from berth.prune.gc import GCResult, gc_summary, parse_swept_blobs
 from berth.prune.report import plan_table
@@ -19,7 +20,7 @@ from berth.prune.retention import (
     plan,
 )
 from berth.prune.run import RunReport, ScopedSelection, reclaimed_bytes
-from berth.reconcile.pruneschedule import reaches_namespace, run_condition, status_plan, summary
+from berth.reconcile.pruneschedule import reaches_namespace
 
 NOW = datetime.datetime(2025, 6, 1, tzinfo=datetime.UTC)
 OLD = NOW - datetime.timedelta(days=30)
