@@ -298,10 +298,10 @@ def promote(
     credential is read from the Registry's Secret: this needs the right to read it."""
     import asyncio
 
+    from berth.actions.promote import Promotion
+    from berth.actions.promote import promote as run_promote
     from berth.k8s.api import ApiException, Kube
     from berth.reconcile.endpoints import RegistryProblem
-    from berth.reconcile.promote import Promotion
-    from berth.reconcile.promote import promote as run_promote
     from berth.registry.client import RegistryError
     from berth.registry.reference import InvalidReference
 
