@@ -187,9 +187,9 @@ def prune(
     from rich.console import Console
 
     from berth.actions.prune import RunOutcome, RunProblem, run_schedule
+    from berth.console import ProgressBar, kept_table, plan_table, summary_table
     from berth.k8s.api import ApiException, Kube
     from berth.observability import REDACTOR
-    from berth.prune.report import ProgressBar, kept_table, plan_table, summary_table
 
     namespace, _, name = schedule_ref.partition("/")
     if not namespace or not name or "/" in name:
@@ -349,58 +349,35 @@ def tags(policy_ref: str, output: str, kubeconfig: str | None) -> None:
     import json
 
     from rich.console import Console
-    from rich.table import Table
 
+    from berth.actions import ActionError
+    from berth.actions.tags import TagHistory, tag_history
+    from berth.console import tags_table
     from berth.k8s.api import ApiException, Kube
-    from berth.k8s.kinds import TAG_POLICY
 
     namespace, name = _namespaced(policy_ref, "tags")
 
-    async def fetch() -> dict[str, object] | None:
+    async def fetch() -> TagHistory:
         kube = Kube.from_environment(kubeconfig)
         try:
-            return await kube.get(TAG_POLICY, namespace, name)
+            return await tag_history(kube, namespace, name)
         finally:
             kube.close()
 
     try:
-        policy = asyncio.run(fetch())
+        history = asyncio.run(fetch())
+    except ActionError as problem:
+        raise click.ClickException(str(problem)) from problem
     except ApiException as error:
         raise click.ClickException(
             f"the API server refused: {error.status} {error.reason}"
         ) from error
-    if policy is None:
-        raise click.ClickException(f"TagPolicy {namespace}/{name} does not exist")
-    status = policy.get("status") or {}
-    assert isinstance(status, dict)
-    entries = status.get("tags") or []
     if output == "json":
-        click.echo(json.dumps(entries, indent=2, sort_keys=True))
+        click.echo(json.dumps(history.tags, indent=2, sort_keys=True))
         return
-    table = Table(title=f"{status.get('pullSpec') or name}", title_justify="left")
-    for column in ("TAG", "DIGEST", "CREATED", "SOURCE", "GEN", "STATE"):
-        table.add_column(column, overflow="fold")
-    for entry in entries:
-        conditions = {c.get("type"): c for c in entry.get("conditions") or []}
-        state = ", ".join(
-            f"{kind} {c.get('reason')}"
-            + (": " + str(c.get("message")) if c.get("status") == "False" else "")
-            for kind, c in sorted(conditions.items())
-        )
-        items = entry.get("items") or [{}]
-        for position, item in enumerate(items):
-            digest = str(item.get("digest") or "-")
-            table.add_row(
-                entry["tag"] if position == 0 else "",
-                digest[:19] if digest.startswith("sha256:") else digest,
-                str(item.get("created") or "-"),
-                str(item.get("source") or "-"),
-                str(item.get("generation") or "-"),
-                state if position == 0 else "",
-            )
     console = Console(width=max(Console().width, 120))
-    console.print(table)
-    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    console.print(tags_table(history.title, history.tags))
+    ready = history.ready
     if ready:
         console.print(
             f"Ready={ready.get('status')} {ready.get('reason')}: {ready.get('message')}",

@@ -1,2 +1,8 @@
 """One-shot actions of the `berth` command: each does its work through the API server
-and returns data; berth.cli prints it."""
+and returns data; berth.cli prints it. Failures a person can act on raise ActionError (or
+one of the problems of the blocks below: RegistryProblem, RegistryError, ApiException,
+...)."""
+
+
+class ActionError(Exception):
+    """The action cannot be done; the message says why."""
