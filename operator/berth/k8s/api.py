@@ -94,18 +94,11 @@ class Kube:
         self,
         method: str,
         path: str,
-        *,
-        query: dict[str, str] | None = None,
-        body: Any = None,
-        content_type: str = "application/json",
-        accept: str = "application/json",
-        request_timeout: RequestTimeout = None,
+        headers: dict[str, str],
+        body: Any,
+        request_timeout: RequestTimeout,
     ) -> bytes:
-        if query:
-            path = f"{path}?{urllib.parse.urlencode(query)}"
-        headers = {"Accept": accept}
-        if body is not None:
-            headers["Content-Type"] = content_type
+        """The answer's body; ApiException for an error status."""
         _, url, header_params, serialized_body, _ = self.api_client.param_serialize(
             method, path, header_params=headers, body=body, auth_settings=["BearerToken"]
         )
@@ -127,14 +120,12 @@ class Kube:
         content_type: str = "application/json",
         request_timeout: RequestTimeout = None,
     ) -> JSON:
-        data = self._call_sync(
-            method,
-            path,
-            query=query,
-            body=body,
-            content_type=content_type,
-            request_timeout=request_timeout,
-        )
+        if query:
+            path = f"{path}?{urllib.parse.urlencode(query)}"
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        data = self._call_sync(method, path, headers, body, request_timeout)
         return json.loads(data) if data else {}
 
     async def request(self, method: str, path: str, **kwargs: Any) -> JSON:
@@ -182,15 +173,11 @@ class Kube:
         self, namespace: str, name: str, *, request_timeout: RequestTimeout = None
     ) -> str:
         """The log of Pod namespace/name (its only container), as text."""
+        path = POD.path(namespace, name) + "/log"
+        headers = {"Accept": "text/plain"}
         loop = asyncio.get_running_loop()
         data = await loop.run_in_executor(
-            self._pool,
-            lambda: self._call_sync(
-                "GET",
-                POD.path(namespace, name) + "/log",
-                accept="text/plain",
-                request_timeout=request_timeout,
-            ),
+            self._pool, lambda: self._call_sync("GET", path, headers, None, request_timeout)
         )
         return data.decode()
 
