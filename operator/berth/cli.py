@@ -95,6 +95,18 @@ def _in_cluster(
     return asyncio.run(run())
 
 
+def _output_option(help_text: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """--output/-o: table (for a person) or json."""
+    return click.option(
+        "--output",
+        "-o",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+        help=help_text,
+    )
+
+
 def _namespaced(ref: str, what: str) -> tuple[str, str]:
     namespace, _, name = ref.partition("/")
     if not namespace or not name or "/" in name:
@@ -234,14 +246,7 @@ def auth_server(
     help="Reach the registry here instead of the address in the Registry's status "
     "(needed outside the cluster).",
 )
-@click.option(
-    "--output",
-    "-o",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="json prints the plan and summary as JSON, and nothing else, on stdout.",
-)
+@_output_option("json prints the plan and summary as JSON, and nothing else, on stdout.")
 @click.option("--show-kept", is_flag=True, help="List kept images in the table too.")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
 @click.option("--verbose", "-v", is_flag=True, help="Progress logs on stderr.")
@@ -362,14 +367,7 @@ def promote(
 
 @main.command()
 @click.argument("policy_ref", metavar="NS/NAME")
-@click.option(
-    "--output",
-    "-o",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="json prints status.tags as JSON.",
-)
+@_output_option("json prints status.tags as JSON.")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
 @_reported
 def tags(policy_ref: str, output: str, kubeconfig: str | None) -> None:
