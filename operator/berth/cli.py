@@ -1,19 +1,117 @@
-"""The `berth` command: the operator, the token server, one-off prunes and helpers."""
+"""The `berth` command: the operator, the token server, one-off prunes and helpers.
+
+Commands parse their arguments, call an action (berth.actions) and print what it returns
+(tables: berth.console); `_reported` is the one place that turns what they raise into a
+message and exit status 1. Imports are made inside the commands, so that `berth --help`
+and the short commands stay quick.
+"""
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import click
 
 from berth import __version__
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from berth.actions.prune import RunOutcome
+    from berth.k8s.api import Kube
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="berth")
 def main() -> None:
     """Berth: cluster-local container registries on Kubernetes and OpenShift."""
+
+
+def _reported(command: Callable[P, T]) -> Callable[P, T]:
+    """Errors a person can act on become a message on stderr and exit status 1; any other
+    error stays a traceback."""
+
+    @functools.wraps(command)
+    def reported(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return command(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except Exception as error:
+            message = _problem(error)
+            if message is None:
+                raise
+            raise click.ClickException(message) from error
+
+    return reported
+
+
+def _problem(error: Exception) -> str | None:
+    """What to tell a person about `error`, or None when it is not theirs to act on."""
+    from berth.actions import ActionError
+    from berth.auth.config import ConfigError
+    from berth.k8s.api import ApiException
+    from berth.reconcile.endpoints import RegistryProblem
+    from berth.registry.client import RegistryError
+    from berth.registry.reference import InvalidReference
+
+    if isinstance(error, ApiException):
+        return f"the API server refused: {error.status} {error.reason}"
+    problems = (ActionError, ConfigError, RegistryProblem, RegistryError, InvalidReference)
+    return str(error) if isinstance(error, problems) else None
+
+
+def _in_cluster(
+    kubeconfig: str | None,
+    action: Callable[[Kube], Awaitable[T]],
+    *,
+    cancel_on_sigterm: bool = False,
+) -> T:
+    """Run `action` with a Kube of the kube context, closed afterwards. With
+    `cancel_on_sigterm`, SIGTERM cancels the action (so that its `finally` clauses run)."""
+    import asyncio
+    import signal
+
+    from berth.k8s.api import Kube
+
+    async def run() -> T:
+        if cancel_on_sigterm:
+            task = asyncio.current_task()
+            assert task is not None
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        kube = Kube.from_environment(kubeconfig)
+        try:
+            return await action(kube)
+        finally:
+            kube.close()
+
+    return asyncio.run(run())
+
+
+def _output_option(help_text: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """--output/-o: table (for a person) or json."""
+    return click.option(
+        "--output",
+        "-o",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+        help=help_text,
+    )
+
+
+def _namespaced(ref: str, what: str) -> tuple[str, str]:
+    namespace, _, name = ref.partition("/")
+    if not namespace or not name or "/" in name:
+        raise click.UsageError(f"{what} takes NAMESPACE/NAME")
+    return namespace, name
 
 
 @main.command()
@@ -80,17 +178,12 @@ def operator(
 
 @main.command()
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
+@_reported
 def context(kubeconfig: str | None) -> None:
     """Print the API server of the current kube context (exit 1 when there is none)."""
-    from berth.k8s.api import Kube
+    from berth.actions.context import api_server
 
-    try:
-        kube = Kube.from_environment(kubeconfig)
-        kube.request_sync("GET", "/version")
-    except Exception as error:
-        raise click.ClickException(f"no usable kube context: {error}") from error
-    click.echo(kube.api_client.configuration.host)
-    kube.close()
+    click.echo(api_server(kubeconfig))
 
 
 @main.group()
@@ -121,6 +214,7 @@ def crds_apply(directory: Path, kubeconfig: str | None) -> None:
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
+@_reported
 def auth_server(
     config_path: Path,
     listen: str,
@@ -129,7 +223,6 @@ def auth_server(
     kubeconfig: str | None,
 ) -> None:
     """Run the registry token server (Docker registry token specification)."""
-    from berth.auth.config import ConfigError
     from berth.auth.tokenserver import run_token_server
 
     host, _, port = listen.rpartition(":")
@@ -137,12 +230,9 @@ def auth_server(
         raise click.BadParameter("expected host:port, e.g. 0.0.0.0:8443", param_hint="--listen")
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
-    try:
-        run_token_server(
-            config_path, host, int(port), tls_cert=tls_cert, tls_key=tls_key, kubeconfig=kubeconfig
-        )
-    except ConfigError as error:
-        raise click.ClickException(str(error)) from error
+    run_token_server(
+        config_path, host, int(port), tls_cert=tls_cert, tls_key=tls_key, kubeconfig=kubeconfig
+    )
 
 
 @main.command()
@@ -156,17 +246,11 @@ def auth_server(
     help="Reach the registry here instead of the address in the Registry's status "
     "(needed outside the cluster).",
 )
-@click.option(
-    "--output",
-    "-o",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="json prints the plan and summary as JSON, and nothing else, on stdout.",
-)
+@_output_option("json prints the plan and summary as JSON, and nothing else, on stdout.")
 @click.option("--show-kept", is_flag=True, help="List kept images in the table too.")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
 @click.option("--verbose", "-v", is_flag=True, help="Progress logs on stderr.")
+@_reported
 def prune(
     schedule_ref: str,
     dry_run: bool,
@@ -179,21 +263,17 @@ def prune(
     """Run a PruneSchedule once: delete old images that nothing in the cluster uses.
 
     Exits 1 when the run failed or was aborted (in which case nothing was deleted)."""
-    import asyncio
+    import contextlib
     import json
     import logging
-    import signal
 
     from rich.console import Console
 
-    from berth.k8s.api import ApiException, Kube
+    from berth.actions.prune import run_schedule
+    from berth.console import ProgressBar
     from berth.observability import REDACTOR
-    from berth.prune.report import ProgressBar, kept_table, plan_table, summary_table
-    from berth.reconcile.pruneschedule import RunOutcome, RunProblem, run_schedule
 
-    namespace, _, name = schedule_ref.partition("/")
-    if not namespace or not name or "/" in name:
-        raise click.UsageError("--schedule takes NAMESPACE/NAME")
+    namespace, name = _namespaced(schedule_ref, "--schedule")
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(REDACTOR)
     logging.basicConfig(
@@ -204,69 +284,42 @@ def prune(
     stdout = Console()
     # The bar goes where a person looks; JSON on stdout stays clean.
     bar_console = Console(stderr=True) if output == "json" else stdout
-    show_bar = bar_console.is_terminal and sys.stdout.isatty()
-
-    async def run() -> RunOutcome:
-        task = asyncio.current_task()
-        assert task is not None
+    bar = ProgressBar(bar_console) if bar_console.is_terminal and sys.stdout.isatty() else None
+    with bar or contextlib.nullcontext():
         # SIGTERM (the Job's deadline, a node drain) cancels the run, so that storage GC's
         # `finally` restores read-write before the process ends.
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        kube = Kube.from_environment(kubeconfig)
-        try:
-            if show_bar:
-                with ProgressBar(bar_console) as bar:
-                    return await run_schedule(
-                        kube,
-                        namespace,
-                        name,
-                        dry_run=dry_run,
-                        registry_url=registry_url,
-                        progress=bar,
-                    )
-            return await run_schedule(
-                kube, namespace, name, dry_run=dry_run, registry_url=registry_url
-            )
-        finally:
-            kube.close()
-
-    try:
-        outcome = asyncio.run(run())
-    except RunProblem as problem:
-        raise click.ClickException(str(problem)) from problem
-    except ApiException as error:
-        raise click.ClickException(
-            f"the API server refused: {error.status} {error.reason}"
-        ) from error
+        outcome = _in_cluster(
+            kubeconfig,
+            lambda kube: run_schedule(
+                kube, namespace, name, dry_run=dry_run, registry_url=registry_url, progress=bar
+            ),
+            cancel_on_sigterm=True,
+        )
     if output == "json":
         click.echo(json.dumps(outcome.to_json(), indent=2, sort_keys=True))
     else:
-        report = outcome.report
-        if report is not None and report.plan is not None:
-            stdout.print(plan_table(report.entries(), show_kept=show_kept))
-            if not show_kept:
-                stdout.print(kept_table(report.entries()))
-            stdout.print(summary_table(outcome.last_run))
-        for message in outcome.last_run.get("errors") or []:
-            stdout.print(f"[red]error:[/red] {message}", highlight=False)
-        stdout.print(
-            f"{outcome.condition.reason}: {outcome.condition.message}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        _print_run(stdout, outcome, show_kept=show_kept)
     if not outcome.succeeded:
         sys.exit(1)
 
 
-if __name__ == "__main__":
-    main()
+def _print_run(stdout: Console, outcome: RunOutcome, *, show_kept: bool) -> None:
+    """`berth prune`'s table output: the plan, the kept tags, the summary, the result."""
+    from berth.console import kept_table, plan_table, summary_table
 
-
-def _namespaced(ref: str, what: str) -> tuple[str, str]:
-    namespace, _, name = ref.partition("/")
-    if not namespace or not name or "/" in name:
-        raise click.UsageError(f"{what} takes NAMESPACE/NAME")
-    return namespace, name
+    report = outcome.report
+    if report is not None and report.plan is not None:
+        stdout.print(plan_table(report.entries(), show_kept=show_kept))
+        if not show_kept:
+            stdout.print(kept_table(report.entries()))
+        stdout.print(summary_table(outcome.last_run))
+    for message in outcome.last_run.get("errors") or []:
+        stdout.print(f"[red]error:[/red] {message}", highlight=False)
+    stdout.print(
+        f"{outcome.condition.reason}: {outcome.condition.message}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @main.command()
@@ -284,6 +337,7 @@ def _namespaced(ref: str, what: str) -> tuple[str, str]:
     help="Reach the registry here instead of its in-cluster address (e.g. a port-forward).",
 )
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
+@_reported
 def promote(
     source: str,
     target: str,
@@ -296,34 +350,13 @@ def promote(
 
     Blobs are mounted across repositories, so no layer data moves. Berth's admin
     credential is read from the Registry's Secret: this needs the right to read it."""
-    import asyncio
-
-    from berth.k8s.api import ApiException, Kube
-    from berth.reconcile.endpoints import RegistryProblem
-    from berth.reconcile.promote import Promotion
-    from berth.reconcile.promote import promote as run_promote
-    from berth.registry.client import RegistryError
-    from berth.registry.reference import InvalidReference
+    from berth.actions.promote import promote as run_promote
 
     wanted = _namespaced(registry_ref, "--registry") if registry_ref else None
-
-    async def run() -> Promotion:
-        kube = Kube.from_environment(kubeconfig)
-        try:
-            return await run_promote(
-                kube, source, target, registry=wanted, registry_url=registry_url
-            )
-        finally:
-            kube.close()
-
-    try:
-        done = asyncio.run(run())
-    except (RegistryProblem, RegistryError, InvalidReference) as problem:
-        raise click.ClickException(str(problem)) from problem
-    except ApiException as error:
-        raise click.ClickException(
-            f"the API server refused: {error.status} {error.reason}"
-        ) from error
+    done = _in_cluster(
+        kubeconfig,
+        lambda kube: run_promote(kube, source, target, registry=wanted, registry_url=registry_url),
+    )
     result = done.result
     click.echo(
         f"{done.target} is now {result.digest} (from {done.source}, Registry {done.registry}): "
@@ -334,76 +367,33 @@ def promote(
 
 @main.command()
 @click.argument("policy_ref", metavar="NS/NAME")
-@click.option(
-    "--output",
-    "-o",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="json prints status.tags as JSON.",
-)
+@_output_option("json prints status.tags as JSON.")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
+@_reported
 def tags(policy_ref: str, output: str, kubeconfig: str | None) -> None:
     """The history of a TagPolicy's tags: what each pointed to, newest first."""
-    import asyncio
     import json
 
     from rich.console import Console
-    from rich.table import Table
 
-    from berth.k8s.api import ApiException, Kube
-    from berth.k8s.kinds import TAG_POLICY
+    from berth.actions.tags import tag_history
+    from berth.console import tags_table
 
     namespace, name = _namespaced(policy_ref, "tags")
-
-    async def fetch() -> dict[str, object] | None:
-        kube = Kube.from_environment(kubeconfig)
-        try:
-            return await kube.get(TAG_POLICY, namespace, name)
-        finally:
-            kube.close()
-
-    try:
-        policy = asyncio.run(fetch())
-    except ApiException as error:
-        raise click.ClickException(
-            f"the API server refused: {error.status} {error.reason}"
-        ) from error
-    if policy is None:
-        raise click.ClickException(f"TagPolicy {namespace}/{name} does not exist")
-    status = policy.get("status") or {}
-    assert isinstance(status, dict)
-    entries = status.get("tags") or []
+    history = _in_cluster(kubeconfig, lambda kube: tag_history(kube, namespace, name))
     if output == "json":
-        click.echo(json.dumps(entries, indent=2, sort_keys=True))
+        click.echo(json.dumps(history.tags, indent=2, sort_keys=True))
         return
-    table = Table(title=f"{status.get('pullSpec') or name}", title_justify="left")
-    for column in ("TAG", "DIGEST", "CREATED", "SOURCE", "GEN", "STATE"):
-        table.add_column(column, overflow="fold")
-    for entry in entries:
-        conditions = {c.get("type"): c for c in entry.get("conditions") or []}
-        state = ", ".join(
-            f"{kind} {c.get('reason')}"
-            + (": " + str(c.get("message")) if c.get("status") == "False" else "")
-            for kind, c in sorted(conditions.items())
-        )
-        items = entry.get("items") or [{}]
-        for position, item in enumerate(items):
-            digest = str(item.get("digest") or "-")
-            table.add_row(
-                entry["tag"] if position == 0 else "",
-                digest[:19] if digest.startswith("sha256:") else digest,
-                str(item.get("created") or "-"),
-                str(item.get("source") or "-"),
-                str(item.get("generation") or "-"),
-                state if position == 0 else "",
-            )
     console = Console(width=max(Console().width, 120))
-    console.print(table)
-    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    console.print(tags_table(history.title, history.tags))
+    ready = history.ready
     if ready:
         console.print(
             f"Ready={ready.get('status')} {ready.get('reason')}: {ready.get('message')}",
             highlight=False,
             soft_wrap=True,
         )
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,8 @@ import pytest
 
 from berth.k8s.api import Kube
 from berth.prune.retention import RetentionRules
-from berth.prune.run import PHASE_DELETE, PruneRequest, RegistryAccess, RunReport, execute
+from berth.prune.run import PHASE_DELETE, PruneRequest, RunReport, execute
+from berth.registry.access import RegistryAccess
 from testbed.faultproxy import FaultProxy
 from testbed.images import Pusher, random_image, random_index
 from testbed.registry import LocalRegistry

@@ -17,10 +17,10 @@ import pytest
 import yaml
 from kubernetes import client
 
+from berth.actions.prune import run_schedule
 from berth.constants import ANNOTATION_MAINTENANCE, LABEL_INSTANCE
 from berth.k8s.api import Kube
 from berth.prune.gc import GCResult, GCTimeouts, collect_garbage
-from berth.reconcile.pruneschedule import run_schedule
 from testbed.cluster import wait_for
 from testbed.registry import LocalRegistry
 from testbed.testbin import REPO_ROOT

@@ -21,11 +21,11 @@ import yaml
 from click.testing import CliRunner
 from kubernetes import client, config
 
+from berth.actions.prune import run_schedule
 from berth.cli import main
 from berth.k8s.api import Kube
 from berth.prune.gc import parse_swept_blobs
 from berth.prune.run import reclaimed_bytes
-from berth.reconcile.pruneschedule import run_schedule
 from berth.resources.pruneschedule import garbage_collect_command
 from testbed.cluster import KWOK_NAMESPACE_ANNOTATIONS, free_port
 from testbed.images import Image, Index, Pusher, random_image

@@ -8,9 +8,10 @@ import datetime
 
 from rich.console import Console
 
+from berth.actions.prune import run_condition, status_plan, summary
 from berth.api.pruneschedule import ERRORS_LIMIT, PLAN_LIMIT, PruneScheduleStatus
+from berth.console import plan_table
 from berth.prune.gc import GCResult, gc_summary, parse_swept_blobs
-from berth.prune.report import plan_table
 from berth.prune.retention import (
     InventoryManifest,
     InventoryRepository,
@@ -19,7 +20,7 @@ from berth.prune.retention import (
     plan,
 )
 from berth.prune.run import RunReport, ScopedSelection, reclaimed_bytes
-from berth.reconcile.pruneschedule import reaches_namespace, run_condition, status_plan, summary
+from berth.reconcile.pruneschedule import reaches_namespace
 
 NOW = datetime.datetime(2025, 6, 1, tzinfo=datetime.UTC)
 OLD = NOW - datetime.timedelta(days=30)
@@ -139,7 +140,7 @@ def test_plan_table_lists_deletions_with_reasons() -> None:
 
 
 def test_progress_bar_follows_the_phases() -> None:
-    from berth.prune.report import ProgressBar
+    from berth.console import ProgressBar
 
     console = Console(width=120, record=True, force_terminal=True)
     with ProgressBar(console) as bar:

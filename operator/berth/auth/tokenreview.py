@@ -11,18 +11,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import re
 import threading
 from dataclasses import dataclass
 from typing import Final, Protocol
 
 import urllib3.exceptions
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException
 
 from berth.auth.cache import ExpiringCache
+from berth.k8s.api import JSON, ApiException, ConfigException, Kube
+from berth.k8s.kinds import TOKEN_REVIEW
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +68,6 @@ class TokenReviewer(Protocol):
         ...
 
 
-def kubernetes_api_client(kubeconfig: str | None = None) -> k8s_client.ApiClient:
-    """In-cluster credentials inside a Pod, else the kubeconfig (KUBECONFIG, ~/.kube)."""
-    configuration = k8s_client.Configuration()
-    if kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ:
-        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    else:
-        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig, client_configuration=configuration
-        )
-    return k8s_client.ApiClient(configuration)
-
-
 class KubernetesTokenReviewer:
     """Asks the API server (authentication.k8s.io/v1 TokenReview) and caches the answer.
 
@@ -95,12 +81,12 @@ class KubernetesTokenReviewer:
         self,
         kubeconfig: str | None = None,
         *,
-        api_client: k8s_client.ApiClient | None = None,
+        kube: Kube | None = None,
         accepted_ttl: float = ACCEPTED_TTL,
         rejected_ttl: float = REJECTED_TTL,
     ) -> None:
         self._kubeconfig = kubeconfig
-        self._api_client = api_client
+        self._kube = kube
         self._client_lock = threading.Lock()
         self._rejected_ttl = rejected_ttl
         self._cache: ExpiringCache[bytes, ServiceAccountIdentity | bool] = ExpiringCache(
@@ -115,43 +101,51 @@ class KubernetesTokenReviewer:
         cached = self._cache.get(key)
         if cached is not None:
             return cached if isinstance(cached, ServiceAccountIdentity) else None
-        identity = await asyncio.to_thread(self._review, token)
+        identity = await self._review(token)
         if identity is None:
             self._cache.put(key, False, ttl=self._rejected_ttl)
         else:
             self._cache.put(key, identity)
         return identity
 
-    def _client(self) -> k8s_client.ApiClient:
+    def _client(self) -> Kube:
         with self._client_lock:
-            if self._api_client is None:
-                self._api_client = kubernetes_api_client(self._kubeconfig)
-            return self._api_client
+            if self._kube is None:
+                self._kube = Kube.from_environment(self._kubeconfig)
+            return self._kube
 
-    def _review(self, token: str) -> ServiceAccountIdentity | None:
+    async def _ask(self, token: str) -> JSON:
         try:
-            api = k8s_client.AuthenticationV1Api(self._client())
-            review = api.create_token_review(
-                k8s_client.V1TokenReview(spec=k8s_client.V1TokenReviewSpec(token=token))
+            kube = await asyncio.to_thread(self._client)
+            return await kube.request(
+                "POST",
+                TOKEN_REVIEW.path(),
+                body={
+                    "apiVersion": TOKEN_REVIEW.api_version,
+                    "kind": TOKEN_REVIEW.kind,
+                    "spec": {"token": token},
+                },
             )
         except ApiException as error:
             # status and reason only: the body of a TokenReview echoes the token
             raise TokenReviewUnavailable(
                 f"TokenReview failed: {error.status} {error.reason}"
             ) from None
-        except (OSError, urllib3.exceptions.HTTPError, k8s_config.ConfigException) as error:
+        except (OSError, urllib3.exceptions.HTTPError, ConfigException) as error:
             raise TokenReviewUnavailable(f"TokenReview failed: {type(error).__name__}") from None
-        status = review.status
-        if status is None or not status.authenticated or status.user is None:
+
+    async def _review(self, token: str) -> ServiceAccountIdentity | None:
+        status = (await self._ask(token)).get("status") or {}
+        user = status.get("user")
+        if not status.get("authenticated") or user is None:
             return None
-        identity = ServiceAccountIdentity.from_username(status.user.username or "")
+        username = user.get("username")
+        identity = ServiceAccountIdentity.from_username(username or "")
         if identity is None:
             # a genuine token, but of a user (OIDC, bootstrap...) we hold no grants for
-            log.info(
-                "TokenReview accepted a token of %s, not a ServiceAccount", status.user.username
-            )
+            log.info("TokenReview accepted a token of %s, not a ServiceAccount", username)
         return identity
 
     def close(self) -> None:
-        if self._api_client is not None:
-            self._api_client.close()  # type: ignore[no-untyped-call]
+        if self._kube is not None:
+            self._kube.close()

@@ -21,17 +21,31 @@ from typing import Any, Final
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.config import ConfigException
 
 from berth.constants import FIELD_MANAGER
 from berth.k8s.diff import is_subset
-from berth.k8s.kinds import KINDS, Kind, kind_of
+from berth.k8s.kinds import KINDS, POD, Kind, kind_of
 from berth.observability import API_WRITES
 
 JSON = dict[str, Any]
+# The official client's connection, for the callers that hold one already (tests, and
+# `berth prune`'s in-use scan through another connection): Kube(api_client) wraps it.
+ApiClient = k8s_client.ApiClient
+# A seconds total, or (connect, read) seconds; None waits as long as the client does.
+RequestTimeout = float | tuple[float, float] | None
 MAX_PARALLEL_CALLS: Final = 16
 API_DISCOVERY_TTL: Final = 60.0
 
-__all__ = ["JSON", "ApiException", "Kube", "is_not_found"]
+__all__ = [
+    "JSON",
+    "ApiClient",
+    "ApiException",
+    "ConfigException",
+    "Kube",
+    "RequestTimeout",
+    "is_not_found",
+]
 
 
 def is_not_found(error: BaseException) -> bool:
@@ -40,10 +54,16 @@ def is_not_found(error: BaseException) -> bool:
 
 class Kube:
     def __init__(
-        self, api_client: k8s_client.ApiClient, *, field_manager: str = FIELD_MANAGER
+        self,
+        api_client: k8s_client.ApiClient,
+        *,
+        field_manager: str = FIELD_MANAGER,
+        owns_client: bool = True,
     ) -> None:
+        """`owns_client=False` leaves `api_client` open at close(): it is the caller's."""
         self.api_client = api_client
         self.field_manager = field_manager
+        self._owns_client = owns_client
         self._pool = ThreadPoolExecutor(MAX_PARALLEL_CALLS, thread_name_prefix="berth-kube")
         self._api_groups: dict[str, tuple[bool, float]] = {}
         self.writes = 0  # write calls made through this instance (benchmarks, tests)
@@ -65,9 +85,30 @@ class Kube:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
-        self.api_client.close()  # type: ignore[no-untyped-call]
+        if self._owns_client:
+            self.api_client.close()  # type: ignore[no-untyped-call]
 
     # -- raw requests ------------------------------------------------------------------
+
+    def _call_sync(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: Any,
+        request_timeout: RequestTimeout,
+    ) -> bytes:
+        """The answer's body; ApiException for an error status."""
+        _, url, header_params, serialized_body, _ = self.api_client.param_serialize(
+            method, path, header_params=headers, body=body, auth_settings=["BearerToken"]
+        )
+        response = self.api_client.call_api(
+            method, url, header_params, serialized_body, _request_timeout=request_timeout
+        )
+        data: bytes = response.read()  # type: ignore[no-untyped-call]
+        if response.status >= 400:
+            raise ApiException(status=response.status, reason=response.reason, body=data.decode())
+        return data
 
     def request_sync(
         self,
@@ -77,19 +118,14 @@ class Kube:
         query: dict[str, str] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        request_timeout: RequestTimeout = None,
     ) -> JSON:
         if query:
             path = f"{path}?{urllib.parse.urlencode(query)}"
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
-        _, url, header_params, serialized_body, _ = self.api_client.param_serialize(
-            method, path, header_params=headers, body=body, auth_settings=["BearerToken"]
-        )
-        response = self.api_client.call_api(method, url, header_params, serialized_body)
-        data = response.read()  # type: ignore[no-untyped-call]
-        if response.status >= 400:
-            raise ApiException(status=response.status, reason=response.reason, body=data.decode())
+        data = self._call_sync(method, path, headers, body, request_timeout)
         return json.loads(data) if data else {}
 
     async def request(self, method: str, path: str, **kwargs: Any) -> JSON:
@@ -115,19 +151,35 @@ class Kube:
         *,
         label_selector: str | None = None,
         page_size: int = 500,
+        request_timeout: RequestTimeout = None,
     ) -> AsyncIterator[JSON]:
-        """Every item, page by page (limit/continue), so no list is held whole."""
+        """Every item, page by page (limit/continue), so no list is held whole; with no
+        namespace, every namespace's. `request_timeout` bounds each page's request."""
         query: dict[str, str] = {"limit": str(page_size)}
         if label_selector:
             query["labelSelector"] = label_selector
         while True:
-            page = await self.request("GET", kind.path(namespace), query=dict(query))
+            page = await self.request(
+                "GET", kind.path(namespace), query=dict(query), request_timeout=request_timeout
+            )
             for item in page.get("items") or []:
                 yield item
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 return
             query["continue"] = token
+
+    async def pod_log(
+        self, namespace: str, name: str, *, request_timeout: RequestTimeout = None
+    ) -> str:
+        """The log of Pod namespace/name (its only container), as text."""
+        path = POD.path(namespace, name) + "/log"
+        headers = {"Accept": "text/plain"}
+        loop = asyncio.get_running_loop()
+        data = await loop.run_in_executor(
+            self._pool, lambda: self._call_sync("GET", path, headers, None, request_timeout)
+        )
+        return data.decode()
 
     async def has_api(self, group_version: str) -> bool:
         """Whether the cluster serves an API group version, e.g. route.openshift.io/v1.

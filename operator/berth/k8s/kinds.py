@@ -76,6 +76,7 @@ _KINDS = [
         namespaced=False,
     ),
     Kind("storage.k8s.io/v1", "StorageClass", "storageclasses", namespaced=False),
+    Kind("authentication.k8s.io/v1", "TokenReview", "tokenreviews", namespaced=False),
     Kind("cert-manager.io/v1", "Certificate", "certificates"),
     Kind(API_VERSION, REGISTRY_KIND, REGISTRY_PLURAL),
     Kind(API_VERSION, TAG_POLICY_KIND, TAG_POLICY_PLURAL),
@@ -92,7 +93,11 @@ SERVICE: Final = KINDS[("v1", "Service")]
 PVC: Final = KINDS[("v1", "PersistentVolumeClaim")]
 POD: Final = KINDS[("v1", "Pod")]
 DEPLOYMENT: Final = KINDS[("apps/v1", "Deployment")]
+REPLICA_SET: Final = KINDS[("apps/v1", "ReplicaSet")]
+STATEFUL_SET: Final = KINDS[("apps/v1", "StatefulSet")]
+DAEMON_SET: Final = KINDS[("apps/v1", "DaemonSet")]
 JOB: Final = KINDS[("batch/v1", "Job")]
+CRON_JOB: Final = KINDS[("batch/v1", "CronJob")]
 PDB: Final = KINDS[("policy/v1", "PodDisruptionBudget")]
 NETWORK_POLICY: Final = KINDS[("networking.k8s.io/v1", "NetworkPolicy")]
 INGRESS: Final = KINDS[("networking.k8s.io/v1", "Ingress")]
@@ -104,6 +109,7 @@ CLUSTER_ROLE_BINDING: Final = KINDS[("rbac.authorization.k8s.io/v1", "ClusterRol
 CRD: Final = KINDS[("apiextensions.k8s.io/v1", "CustomResourceDefinition")]
 STORAGE_CLASS: Final = KINDS[("storage.k8s.io/v1", "StorageClass")]
 CERTIFICATE: Final = KINDS[("cert-manager.io/v1", "Certificate")]
+TOKEN_REVIEW: Final = KINDS[("authentication.k8s.io/v1", "TokenReview")]
 REGISTRY: Final = KINDS[(API_VERSION, REGISTRY_KIND)]
 PRUNE_SCHEDULE: Final = KINDS[(API_VERSION, PRUNE_SCHEDULE_KIND)]
 TAG_POLICY: Final = KINDS[(API_VERSION, TAG_POLICY_KIND)]

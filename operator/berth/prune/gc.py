@@ -30,8 +30,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from kubernetes import client as k8s_client
-
 from berth.api.registry import RegistrySpec
 from berth.constants import (
     ANNOTATION_MAINTENANCE,
@@ -360,13 +358,7 @@ async def _job_log(kube: Kube, namespace: str, job_name: str) -> str | None:
     not really run, or without the right to read logs)."""
     try:
         async for pod in kube.list(POD, namespace, label_selector=f"job-name={job_name}"):
-            pod_name = pod["metadata"]["name"]
-            core = k8s_client.CoreV1Api(kube.api_client)
-            return str(
-                await asyncio.to_thread(
-                    core.read_namespaced_pod_log, pod_name, namespace, _request_timeout=60
-                )
-            )
+            return await kube.pod_log(namespace, pod["metadata"]["name"], request_timeout=60)
     except Exception as error:
         logger.info("no log from GC Job %s: %s", job_name, error)
     return None

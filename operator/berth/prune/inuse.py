@@ -10,19 +10,29 @@ It fails closed: a list call that errors, or an image naming one of our hosts th
 cannot be parsed, raises InUseScanError, and the caller must then delete nothing. Bad
 references to other registries are only reported as warnings.
 
-Lists use `limit`/`continue` pages and read the raw JSON rather than the client's model
-objects: the models cost several times the time and memory for the few fields we need.
+Lists go page by page through Kube.list (`limit`/`continue`) and read the raw JSON
+rather than the client's model objects: the models cost several times the time and
+memory for the few fields we need.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from kubernetes import client
-
+from berth.k8s.api import ApiClient, ApiException, Kube
+from berth.k8s.kinds import (
+    CRON_JOB,
+    DAEMON_SET,
+    DEPLOYMENT,
+    JOB,
+    POD,
+    REPLICA_SET,
+    STATEFUL_SET,
+    Kind,
+)
 from berth.registry.reference import DEFAULT_TAG, InvalidReference, parse_reference
 
 DEFAULT_PAGE_SIZE: Final = 500
@@ -74,33 +84,24 @@ def host_aliases(hosts: Iterable[str]) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class _Source:
-    kind: str
-    list_call: Callable[..., Any]
+    kind: Kind
     pod_spec_path: tuple[str, ...]
 
 
-def _sources(api_client: client.ApiClient) -> list[_Source]:
-    core = client.CoreV1Api(api_client)
-    apps = client.AppsV1Api(api_client)
-    batch = client.BatchV1Api(api_client)
-    template = ("spec", "template", "spec")
-    return [
-        _Source("Pod", core.list_pod_for_all_namespaces, ("spec",)),
-        _Source("Deployment", apps.list_deployment_for_all_namespaces, template),
-        _Source("ReplicaSet", apps.list_replica_set_for_all_namespaces, template),
-        _Source("StatefulSet", apps.list_stateful_set_for_all_namespaces, template),
-        _Source("DaemonSet", apps.list_daemon_set_for_all_namespaces, template),
-        _Source("Job", batch.list_job_for_all_namespaces, template),
-        _Source(
-            "CronJob",
-            batch.list_cron_job_for_all_namespaces,
-            ("spec", "jobTemplate", "spec", "template", "spec"),
-        ),
-    ]
+_TEMPLATE: Final = ("spec", "template", "spec")
+_SOURCES: Final = (
+    _Source(POD, ("spec",)),
+    _Source(DEPLOYMENT, _TEMPLATE),
+    _Source(REPLICA_SET, _TEMPLATE),
+    _Source(STATEFUL_SET, _TEMPLATE),
+    _Source(DAEMON_SET, _TEMPLATE),
+    _Source(JOB, _TEMPLATE),
+    _Source(CRON_JOB, ("spec", "jobTemplate", "spec", "template", "spec")),
+)
 
 
-def scan_in_use(
-    api_client: client.ApiClient,
+async def find_in_use(
+    kube: Kube,
     hosts: Iterable[str],
     *,
     page_size: int = DEFAULT_PAGE_SIZE,
@@ -115,44 +116,56 @@ def scan_in_use(
     if not ours:
         raise InUseScanError("no registry host names given: nothing could be matched")
     result = InUseImages()
-    for source in _sources(api_client):
-        for item in _list_all(source, page_size):
+    for source in _SOURCES:
+        async for item in list_all(kube, source.kind, page_size):
             result.objects_scanned += 1
             metadata = item.get("metadata") or {}
-            user = f"{source.kind} {metadata.get('namespace')}/{metadata.get('name')}"
+            user = f"{source.kind.kind} {metadata.get('namespace')}/{metadata.get('name')}"
             spec = _dig(item, source.pod_spec_path)
             for image in _spec_images(spec):
                 _record(result, ours, image, user, from_status=False)
-            if source.kind == "Pod":
+            if source.kind is POD:
                 for image in _status_images(item.get("status") or {}):
                     _record(result, ours, image, user, from_status=True)
     return result
 
 
-def _list_all(source: _Source, page_size: int) -> Iterator[JSON]:
-    """Every object of a kind, page by page; any failure is an InUseScanError."""
-    token: str | None = None
-    while True:
-        try:
-            response = source.list_call(
-                limit=page_size,
-                _continue=token,
-                _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-            page = json.loads(response.data)
-        except Exception as error:
-            # Whatever went wrong (403 for missing RBAC, 410 for an expired continue
-            # token, a refused connection), the list is incomplete: stop everything.
-            raise InUseScanError(f"listing {source.kind}s failed: {_describe(error)}") from error
-        yield from page.get("items") or ()
-        token = (page.get("metadata") or {}).get("continue")
-        if not token:
-            return
+def scan_in_use(
+    api_client: ApiClient,
+    hosts: Iterable[str],
+    *,
+    page_size: int = DEFAULT_PAGE_SIZE,
+) -> InUseImages:
+    """find_in_use, blocking, through an API connection the caller holds (and keeps)."""
+    kube = Kube(api_client, owns_client=False)
+    try:
+        return asyncio.run(find_in_use(kube, hosts, page_size=page_size))
+    finally:
+        kube.close()
+
+
+async def list_all(
+    kube: Kube,
+    kind: Kind,
+    page_size: int,
+    *,
+    plural: str | None = None,
+    detail: Callable[[Exception], str] | None = None,
+) -> AsyncIterator[JSON]:
+    """Every object of a kind in every namespace; any failure is an InUseScanError,
+    "listing <plural> failed: <detail>"."""
+    try:
+        async for item in kube.list(kind, page_size=page_size, request_timeout=REQUEST_TIMEOUT):
+            yield item
+    except Exception as error:
+        # Whatever went wrong (403 for missing RBAC, 410 for an expired continue
+        # token, a refused connection), the list is incomplete: stop everything.
+        what = plural or f"{kind.kind}s"
+        raise InUseScanError(f"listing {what} failed: {(detail or _describe)(error)}") from error
 
 
 def _describe(error: Exception) -> str:
-    if isinstance(error, client.ApiException):
+    if isinstance(error, ApiException):
         return f"HTTP {error.status} {error.reason}"
     return f"{type(error).__name__}: {error}"
 

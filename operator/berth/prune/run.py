@@ -15,24 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 import logging
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol, TypeVar
-
-from kubernetes import client as k8s_client
+from typing import Any, Final, Protocol
 
 from berth.api.common import glob_match
-from berth.constants import GROUP, TAG_POLICY_PLURAL, VERSION
+from berth.concurrency import gather_all
 from berth.k8s.api import Kube
+from berth.k8s.kinds import TAG_POLICY
 from berth.prune.gc import GCResult, GCTimeouts, collect_garbage
 from berth.prune.inuse import (
     DEFAULT_PAGE_SIZE,
-    REQUEST_TIMEOUT,
     InUseImages,
     InUseScanError,
-    scan_in_use,
+    find_in_use,
+    list_all,
 )
 from berth.prune.retention import (
     Action,
@@ -43,6 +41,7 @@ from berth.prune.retention import (
     RetentionRules,
     plan,
 )
+from berth.registry.access import RegistryAccess
 from berth.registry.client import (
     INDEX_MEDIA_TYPES,
     DigestCache,
@@ -53,8 +52,6 @@ from berth.registry.client import (
 from berth.registry.inventory import RepositoryInventory, inventory
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 # Repositories inventoried (and pruned) at once; the client bounds requests in flight.
 PARALLEL_REPOSITORIES: Final = 16
@@ -86,17 +83,6 @@ class _NoProgress:
 
     def advance(self, amount: int = 1) -> None:
         pass
-
-
-@dataclass(frozen=True)
-class RegistryAccess:
-    """How to reach the registry, and every name images in the cluster may call it."""
-
-    url: str
-    hosts: tuple[str, ...]
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    ca_pem: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -205,8 +191,8 @@ def open_client(access: RegistryAccess, *, cache: DigestCache | None = None) -> 
 # -- the cluster's side ----------------------------------------------------------------
 
 
-def scan_cluster(
-    api_client: k8s_client.ApiClient,
+async def scan_cluster(
+    kube: Kube,
     hosts: Iterable[str],
     registry_namespace: str,
     registry_name: str,
@@ -214,39 +200,13 @@ def scan_cluster(
     page_size: int = DEFAULT_PAGE_SIZE,
 ) -> InUseImages:
     """Images in use: Pods and workload templates anywhere, plus the current image of
-    every tag of the TagPolicies on this Registry. Blocking; raises InUseScanError."""
-    images = scan_in_use(api_client, hosts, page_size=page_size)
-    for key, user in _tag_policy_references(
-        api_client, registry_namespace, registry_name, page_size
-    ):
-        images.references.setdefault(key, user)
+    every tag of the TagPolicies on this Registry. Raises InUseScanError."""
+    images = await find_in_use(kube, hosts, page_size=page_size)
+    policies = list_all(kube, TAG_POLICY, page_size, plural="TagPolicies", detail=str)
+    async for policy in policies:
+        for key, user in _current_tags(policy, registry_namespace, registry_name):
+            images.references.setdefault(key, user)
     return images
-
-
-def _tag_policy_references(
-    api_client: k8s_client.ApiClient, registry_namespace: str, registry_name: str, page_size: int
-) -> Iterable[tuple[tuple[str, str], str]]:
-    custom = k8s_client.CustomObjectsApi(api_client)
-    token: str | None = None
-    while True:
-        try:
-            response: Any = custom.list_cluster_custom_object(
-                GROUP,
-                VERSION,
-                TAG_POLICY_PLURAL,
-                limit=page_size,
-                _continue=token,
-                _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-            page = json.loads(response.data)
-        except Exception as error:
-            raise InUseScanError(f"listing TagPolicies failed: {error}") from error
-        for policy in page.get("items") or ():
-            yield from _current_tags(policy, registry_namespace, registry_name)
-        token = (page.get("metadata") or {}).get("continue")
-        if not token:
-            return
 
 
 def _current_tags(
@@ -277,16 +237,16 @@ async def execute(
     request: PruneRequest,
     *,
     kube: Kube,
-    scan_client: k8s_client.ApiClient | None = None,
+    scan: Kube | None = None,
     progress: Progress | None = None,
     now: datetime.datetime | None = None,
 ) -> RunReport:
-    """One run. `scan_client` is the API connection the in-use scan lists through
-    (kube's by default). Never raises for a failed step: the report says what failed."""
+    """One run. `scan` is the API connection the in-use scan lists through (`kube` by
+    default). Never raises for a failed step: the report says what failed."""
     progress = progress or _NoProgress()
     report = RunReport(started=datetime.datetime.now(datetime.UTC), dry_run=request.dry_run)
     try:
-        await _execute(request, kube, scan_client or kube.api_client, progress, report, now)
+        await _execute(request, kube, scan or kube, progress, report, now)
     finally:
         report.completed = datetime.datetime.now(datetime.UTC)
     return report
@@ -295,7 +255,7 @@ async def execute(
 async def _execute(
     request: PruneRequest,
     kube: Kube,
-    scan_client: k8s_client.ApiClient,
+    scan: Kube,
     progress: Progress,
     report: RunReport,
     now: datetime.datetime | None,
@@ -304,9 +264,8 @@ async def _execute(
     if request.protect_in_use:
         progress.start(PHASE_SCAN, None)
         try:
-            found = await asyncio.to_thread(
-                scan_cluster,
-                scan_client,
+            found = await scan_cluster(
+                scan,
                 request.access.hosts,
                 request.registry_namespace,
                 request.registry_name,
@@ -372,18 +331,6 @@ async def _execute(
             report.bytes_basis = "estimated"
 
 
-async def _gather_all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
-    """gather, but the first failure cancels the rest."""
-    tasks = [asyncio.ensure_future(awaitable) for awaitable in awaitables]
-    try:
-        return await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-
-
 async def plan_registry(
     client: RegistryClient,
     rules: RetentionRules,
@@ -412,7 +359,7 @@ async def _inventory(
         return found
 
     merged: dict[str, RepositoryInventory] = {}
-    for found in await _gather_all(one(name) for name in names):
+    for found in await gather_all(one(name) for name in names):
         merged.update(found)
     return merged
 
@@ -542,7 +489,7 @@ async def _moved_onto(
         return tag, descriptor.digest, descriptor.media_type
 
     changed: list[tuple[str, str]] = []
-    for resolved in await _gather_all(resolve(tag) for tag in tags):
+    for resolved in await gather_all(resolve(tag) for tag in tags):
         if resolved is None:
             continue
         tag, digest, media_type = resolved

@@ -20,7 +20,6 @@ imports and polling) and from the registry's push notifications.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import secrets
 import time
@@ -38,18 +37,14 @@ from berth.constants import TAG_POLICY_KIND
 from berth.k8s.api import JSON, ApiException, Kube
 from berth.k8s.events import post_event
 from berth.k8s.kinds import NAMESPACE, SECRET, TAG_POLICY
+from berth.k8s.secrets import secret_value
 from berth.observability import RECONCILE_SECONDS, RECONCILES, TAG_REVERTS
-from berth.prune.run import RegistryAccess
 from berth.reconcile.conditions import Cond, find, merge_conditions, now_rfc3339
-from berth.reconcile.endpoints import (
-    RegistryProblem,
-    referenced_registry,
-    registry_access,
-    registry_client,
-)
+from berth.reconcile.endpoints import RegistryProblem, referenced_registry, registry_access
 from berth.reconcile.invalid import InvalidSpec, validation_message
 from berth.reconcile.locks import ObjectLocks
 from berth.reconcile.status import patch_status
+from berth.registry.access import RegistryAccess, registry_client
 from berth.registry.client import RegistryClient, RegistryError
 from berth.registry.copy import copy_image
 from berth.registry.reference import DEFAULT_HOST, InvalidReference, parse_reference
@@ -291,8 +286,8 @@ async def ensure_notifications_secret(kube: Kube, registry: JSON) -> str:
 
 
 def notification_token(secret: JSON | None) -> str | None:
-    value = ((secret or {}).get("data") or {}).get("token")
-    return base64.b64decode(value).decode().strip() if value else None
+    value = secret_value(secret, "token")
+    return value.strip() if value is not None else None
 
 
 class _Pass:

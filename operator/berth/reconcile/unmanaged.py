@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from berth.api.registry import ExternalRegistry
 from berth.k8s.api import Kube
 from berth.k8s.kinds import SECRET
+from berth.k8s.secrets import secret_value
 from berth.observability import REDACTOR
 from berth.registry.client import RegistryClient, RegistryError
 
@@ -35,17 +36,12 @@ class SecretProblem(Exception):
     pass
 
 
-def _data(secret: dict[str, Any], key: str) -> str | None:
-    value = (secret.get("data") or {}).get(key)
-    return base64.b64decode(value).decode() if value else None
-
-
 def credentials_from_secret(secret: dict[str, Any], url: str) -> Credentials:
     """basic-auth (username/password) or dockerconfigjson (the entry for the URL's host)."""
-    username, password = _data(secret, "username"), _data(secret, "password")
+    username, password = secret_value(secret, "username"), secret_value(secret, "password")
     if username is not None and password is not None:
         return Credentials(username, password)
-    config = _data(secret, ".dockerconfigjson")
+    config = secret_value(secret, ".dockerconfigjson")
     if config is None:
         raise SecretProblem("has neither username/password nor .dockerconfigjson")
     host = urlsplit(url).netloc
@@ -86,7 +82,7 @@ async def probe_external(kube: Kube, namespace: str, external: ExternalRegistry)
     if external.ca_secret_ref is not None:
         ref = external.ca_secret_ref
         secret = await kube.get(SECRET, namespace, ref.name)
-        ca_pem = _data(secret, ref.key) if secret else None
+        ca_pem = secret_value(secret, ref.key)
         if ca_pem is None:
             return ProbeResult(
                 False,

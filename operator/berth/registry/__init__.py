@@ -1,5 +1,7 @@
-"""The OCI distribution client, image references, registry inventories and image copies."""
+"""The OCI distribution client, how to reach a registry, image references, registry
+inventories and image copies."""
 
+from berth.registry.access import RegistryAccess, registry_client
 from berth.registry.client import (
     DigestCache,
     DigestMismatchError,
@@ -21,6 +23,7 @@ __all__ = [
     "Manifest",
     "ManifestInfo",
     "Reference",
+    "RegistryAccess",
     "RegistryClient",
     "RegistryError",
     "RepositoryInventory",
@@ -29,4 +32,5 @@ __all__ = [
     "inventory",
     "parse_digest",
     "parse_reference",
+    "registry_client",
 ]

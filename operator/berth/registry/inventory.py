@@ -20,13 +20,11 @@ unseen tag still points at.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
+from berth.concurrency import gather_all
 from berth.registry.client import Manifest, ManifestInfo, RegistryClient, RegistryError
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,21 +57,8 @@ async def inventory(
         async with gate:
             return await _repository(client, name)
 
-    results = await _all(one(name) for name in names)
+    results = await gather_all(one(name) for name in names)
     return {result.name: result for result in results}
-
-
-async def _all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
-    """Like gather, but the first failure cancels the rest: a failed inventory is thrown
-    away, so its remaining requests are not worth making."""
-    tasks = [asyncio.ensure_future(awaitable) for awaitable in awaitables]
-    try:
-        return await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 async def _repository(client: RegistryClient, name: str) -> RepositoryInventory:
@@ -97,7 +82,7 @@ async def _repository(client: RegistryClient, name: str) -> RepositoryInventory:
         return tag, manifest.digest
 
     try:
-        resolved = await _all(resolve(tag) for tag in tags)
+        resolved = await gather_all(resolve(tag) for tag in tags)
     finally:
         await describer.settle()
     return RepositoryInventory(
@@ -145,13 +130,13 @@ class _Describer:
             cache.put(digest, info)
         elif info.children:
             # The index is known, but its children must be listed in this inventory too.
-            await _all(self.describe(child) for child in info.children)
+            await gather_all(self.describe(child) for child in info.children)
         self.found[digest] = info
         return info
 
     async def _summarise(self, manifest: Manifest) -> ManifestInfo:
         if manifest.is_index:
-            children = await _all(self.describe(child.digest) for child in manifest.children)
+            children = await gather_all(self.describe(child.digest) for child in manifest.children)
             known = [child for child in children if child is not None]
             created_times = [child.created for child in known if child.created is not None]
             return ManifestInfo(

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from berth.api.registry import ManagementState, RegistrySpec
 from berth.k8s.api import JSON, Kube
 from berth.k8s.kinds import REGISTRY
-from berth.prune.run import RegistryAccess
-from berth.reconcile.endpoints import RegistryProblem, registry_access, registry_client
+from berth.reconcile.endpoints import RegistryProblem, registry_access
+from berth.registry.access import RegistryAccess, registry_client
 from berth.registry.copy import CopyResult, copy_image
 from berth.registry.reference import Reference, parse_reference
 

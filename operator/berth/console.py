@@ -1,5 +1,6 @@
-"""What `berth prune` shows a person: a progress bar while it runs and the plan as a
-table afterwards (rich). Machine-readable output is plain JSON, built elsewhere."""
+"""What the `berth` command shows a person (rich): the progress bar of a prune run, its
+plan as tables afterwards, and a TagPolicy's tag history. Machine-readable output is
+plain JSON, built by the actions."""
 
 from __future__ import annotations
 
@@ -95,3 +96,38 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
         if key != "errors":
             table.add_row(key, str(value))
     return table
+
+
+def tags_table(title: str, tags: Iterable[Mapping[str, Any]]) -> Table:
+    """A TagPolicy's status.tags: a row per history item, newest first, the tag and its
+    state on the first."""
+    table = Table(title=title, title_justify="left")
+    for column in ("TAG", "DIGEST", "CREATED", "SOURCE", "GEN", "STATE"):
+        table.add_column(column, overflow="fold")
+    for entry in tags:
+        state = _tag_state(entry)
+        for position, item in enumerate(entry.get("items") or [{}]):
+            first = position == 0
+            table.add_row(
+                entry["tag"] if first else "",
+                _digest(str(item.get("digest") or "-")),
+                str(item.get("created") or "-"),
+                str(item.get("source") or "-"),
+                str(item.get("generation") or "-"),
+                state if first else "",
+            )
+    return table
+
+
+def _tag_state(entry: Mapping[str, Any]) -> str:
+    """Each condition's type and reason, with the message of those that are False."""
+    conditions = {c.get("type"): c for c in entry.get("conditions") or []}
+    return ", ".join(
+        f"{kind} {c.get('reason')}"
+        + (": " + str(c.get("message")) if c.get("status") == "False" else "")
+        for kind, c in sorted(conditions.items())
+    )
+
+
+def _digest(digest: str) -> str:
+    return digest[:19] if digest.startswith("sha256:") else digest
