@@ -21,7 +21,6 @@ them only read and write.
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime
 import hashlib
 import json
@@ -41,6 +40,7 @@ from berth.auth.robots import dockerconfigjson, hash_password
 from berth.constants import GROUP
 from berth.k8s.api import JSON, ApiException, Kube
 from berth.k8s.kinds import NAMESPACE, REGISTRY, SECRET, SERVICE, SERVICE_ACCOUNT
+from berth.k8s.secrets import secret_value
 from berth.observability import REDACTOR
 from berth.reconcile.kit import EventRule, Outcome, Passes, publish
 from berth.reconcile.unmanaged import SecretProblem, credentials_from_secret
@@ -140,15 +140,10 @@ def state_secret_name(registry_name: str) -> str:
     return f"{registry_name}-robots"
 
 
-def _decode(secret: JSON | None, key: str) -> str | None:
-    value = ((secret or {}).get("data") or {}).get(key)
-    return base64.b64decode(value).decode() if value else None
-
-
 def credential_of(secret: JSON) -> tuple[str, str] | None:
     """The (username, password) a pull Secret carries, or None if it is unreadable."""
     try:
-        document = json.loads(_decode(secret, ".dockerconfigjson") or "{}")
+        document = json.loads(secret_value(secret, ".dockerconfigjson") or "{}")
         entry = next(iter(document["auths"].values()))
         return str(entry["username"]), str(entry["password"])
     except (ValueError, KeyError, StopIteration, TypeError, AttributeError):
@@ -262,7 +257,7 @@ async def _observe(kube: Kube, registry: JSON, spec: RegistrySpec) -> _Observed:
     }
     hosts = await registry_hosts(kube, registry, spec)
     state_secret = await kube.get(SECRET, rns, state_secret_name(rname))
-    state_text = _decode(state_secret, "robots.json")
+    state_text = secret_value(state_secret, "robots.json")
     state = AccessState.from_json(state_text) if state_text else AccessState()
     return _Observed(wanted, live_secrets, hosts, state_text, state)
 
@@ -562,7 +557,7 @@ async def _ensure_token_config(
     wanted: dict[str, NamespaceAccess],
 ) -> None:
     admin = await kube.get(SECRET, registry["metadata"]["namespace"], names.admin)
-    admin_password = _decode(admin, "password")
+    admin_password = secret_value(admin, "password")
     admin_hash = None
     if admin_password:
         REDACTOR.register(admin_password)
@@ -697,7 +692,7 @@ async def revoke_everything(kube: Kube, namespace: str, name: str) -> int:
 
 def robots_for_htpasswd(state_secret: JSON | None) -> list[tuple[str, str]]:
     """(username, bcrypt hash) of every robot a Htpasswd registry must accept."""
-    text = _decode(state_secret, "robots.json")
+    text = secret_value(state_secret, "robots.json")
     if not text:
         return []
     return [(r.username, r.password_hash) for r in AccessState.from_json(text).robots]

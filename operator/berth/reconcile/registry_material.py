@@ -3,7 +3,6 @@ cannot make, and the material kept in Secrets (reused while valid, made when mis
 
 from __future__ import annotations
 
-import base64
 import logging
 import secrets
 
@@ -13,6 +12,7 @@ from berth import pki
 from berth.api.registry import AuthMode, RegistrySpec, TLSMode
 from berth.k8s.api import JSON, Kube
 from berth.k8s.kinds import PVC, SECRET, STORAGE_CLASS
+from berth.k8s.secrets import secret_value
 from berth.observability import REDACTOR
 from berth.reconcile.access import robots_for_htpasswd, state_secret_name
 from berth.reconcile.invalid import InvalidSpec
@@ -28,11 +28,6 @@ from berth.resources.registry import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def _decode(secret: JSON | None, key: str) -> str | None:
-    value = ((secret or {}).get("data") or {}).get(key)
-    return base64.b64decode(value).decode() if value else None
 
 
 # -- what admission cannot see -----------------------------------------------------------
@@ -85,7 +80,11 @@ async def _check_tls(kube: Kube, namespace: str, spec: RegistrySpec) -> None:
     if spec.tls.mode is TLSMode.SECRET:
         name = spec.tls.secret_name
         secret = await kube.get(SECRET, namespace, str(name))
-        if secret is None or not _decode(secret, "tls.crt") or not _decode(secret, "tls.key"):
+        if (
+            secret is None
+            or not secret_value(secret, "tls.crt")
+            or not secret_value(secret, "tls.key")
+        ):
             raise InvalidSpec(
                 f"spec.tls.secretName: Secret {name!r} "
                 + ("does not exist" if secret is None else "lacks tls.crt or tls.key")
@@ -106,7 +105,7 @@ async def registry_material(
     """Secrets and certificates: reused while valid, generated when missing."""
     namespace, names = target.namespace, target.names
     stored = await kube.get(SECRET, namespace, names.secrets)
-    http_secret = _decode(stored, "http-secret") or secrets.token_hex(32)
+    http_secret = secret_value(stored, "http-secret") or secrets.token_hex(32)
     REDACTOR.register(http_secret)
     admin_password = await _admin_password(kube, target)
     wanted = serving_names(target, cluster_ip)
@@ -130,7 +129,7 @@ async def notifications_token(kube: Kube, target: RegistryTarget) -> str | None:
     if target.notifications_url is None:
         return None
     stored = await kube.get(SECRET, target.namespace, target.names.notifications)
-    token = _decode(stored, "token") or secrets.token_urlsafe(32)
+    token = secret_value(stored, "token") or secrets.token_urlsafe(32)
     REDACTOR.register(token)
     return token
 
@@ -139,7 +138,7 @@ async def _admin_password(kube: Kube, target: RegistryTarget) -> str | None:
     if target.spec.auth.mode is AuthMode.NONE:
         return None
     admin = await kube.get(SECRET, target.namespace, target.names.admin)
-    password = _decode(admin, "password") or secrets.token_urlsafe(32)
+    password = secret_value(admin, "password") or secrets.token_urlsafe(32)
     REDACTOR.register(password)
     return password
 
@@ -155,7 +154,7 @@ async def _htpasswd(
     admin_line = next(
         (
             line
-            for line in (_decode(stored, "htpasswd") or "").splitlines()
+            for line in (secret_value(stored, "htpasswd") or "").splitlines()
             if _htpasswd_has(line, ADMIN_USER, admin_password)
         ),
         None,
@@ -182,7 +181,7 @@ async def _token_signing(kube: Kube, target: RegistryTarget) -> TLSMaterial | No
         return None
     names = target.names
     signing = await kube.get(SECRET, target.namespace, names.token_signing)
-    cert, key = _decode(signing, "tls.crt"), _decode(signing, "tls.key")
+    cert, key = secret_value(signing, "tls.crt"), secret_value(signing, "tls.key")
     if not cert or not key:
         pair = pki.new_ca(f"berth {target.namespace}/{names.registry} token signing")
         cert, key = pair.cert_pem, pair.key_pem
@@ -197,7 +196,9 @@ async def _ca(kube: Kube, target: RegistryTarget) -> tuple[TLSMaterial | None, T
     if spec.tls.mode is not TLSMode.SELF_SIGNED and not token_tls:
         return None, None
     ca_secret = await kube.get(SECRET, namespace, names.ca_secret)
-    pair = pki.CertKey(_decode(ca_secret, "ca.crt") or "", _decode(ca_secret, "ca.key") or "")
+    pair = pki.CertKey(
+        secret_value(ca_secret, "ca.crt") or "", secret_value(ca_secret, "ca.key") or ""
+    )
     if not pair.cert_pem or not pki.ca_is_usable(pair):
         pair = pki.new_ca(f"berth {namespace}/{names.registry} CA")
     token_server_tls = None
@@ -221,7 +222,7 @@ async def _serving(
         # Someone else's certificate: only its content matters here, so that a renewal
         # rolls the Pods (the registry reads its certificate once, at start).
         secret_name = names.tls if spec.tls.mode is TLSMode.CERT_MANAGER else spec.tls.secret_name
-        cert = _decode(await kube.get(SECRET, namespace, str(secret_name)), "tls.crt")
+        cert = secret_value(await kube.get(SECRET, namespace, str(secret_name)), "tls.crt")
         return TLSMaterial(cert, "") if cert else None
     return None
 
@@ -231,7 +232,7 @@ async def _serving_certificate(
 ) -> TLSMaterial:
     """The certificate in `secret_name` while it is valid for `names`, else a new one."""
     stored = await kube.get(SECRET, namespace, secret_name)
-    cert, key = _decode(stored, "tls.crt"), _decode(stored, "tls.key")
+    cert, key = secret_value(stored, "tls.crt"), secret_value(stored, "tls.key")
     reason = pki.needs_renewal(cert, names, ca_pem=ca.cert_pem) if cert and key else "new"
     if reason is not None or cert is None or key is None:
         logger.info("issuing a certificate for %s/%s (%s)", namespace, secret_name, reason)
