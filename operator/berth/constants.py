@@ -33,8 +33,6 @@ ANNOTATION_CONFIG_CHECKSUM: Final = f"{GROUP}/config-checksum"
 # (storage GC) without touching its spec; removing it restores read-write.
 ANNOTATION_MAINTENANCE: Final = f"{GROUP}/maintenance"
 MAINTENANCE_READ_ONLY: Final = "read-only"
-# Condition on a Registry: True once every Pod serves the maintenance read-only config.
-CONDITION_READ_ONLY: Final = "ReadOnly"
 
 # The operator's own image also runs its token servers and prune jobs; installs set
 # BERTH_OPERATOR_IMAGE to the image they deploy (the chart does).

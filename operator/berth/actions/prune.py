@@ -31,11 +31,11 @@ from berth.k8s.kinds import PRUNE_SCHEDULE
 from berth.prune.gc import GCTimeouts, skip_reason
 from berth.prune.retention import Action, RetentionRules
 from berth.prune.run import Progress, PruneRequest, RunReport, ScopedSelection, execute
-from berth.reconcile.conditions import Cond, merge_conditions, now_rfc3339
+from berth.reconcile.conditions import Cond, now_rfc3339
 from berth.reconcile.endpoints import RegistryProblem, referenced_registry, registry_access
 from berth.reconcile.invalid import InvalidSpec, validation_message
+from berth.reconcile.kit import INVALID_SPEC, Outcome, publish
 from berth.reconcile.pruneschedule import CROSS_NAMESPACE_REFUSED, registry_namespace
-from berth.reconcile.status import patch_status
 from berth.resources.pruneschedule import gc_storage
 
 logger = logging.getLogger(__name__)
@@ -113,9 +113,9 @@ async def run_schedule(
             kube, schedule, spec, dry_run=dry_run, registry_url=registry_url
         )
     except ValidationError as error:
-        problem = RunProblem("InvalidSpec", validation_message(error))
+        problem = RunProblem(INVALID_SPEC, validation_message(error))
     except (InvalidSpec, ValueError) as error:
-        problem = RunProblem("InvalidSpec", str(error))
+        problem = RunProblem(INVALID_SPEC, str(error))
     except RunProblem as error:
         problem = error
     else:
@@ -180,15 +180,9 @@ async def _run(
 
 
 async def _publish_run(kube: Kube, schedule: JSON, condition: Cond, fields: JSON) -> None:
-    def update(old: JSON, current: JSON) -> JSON:
-        generation = current["metadata"].get("generation")
-        return {
-            **old,
-            **fields,
-            "conditions": merge_conditions(old.get("conditions"), [condition], generation),
-        }
-
-    await patch_status(kube, PRUNE_SCHEDULE, schedule, update)
+    """LastRunSucceeded and the run's fields; the reconciler owns the rest."""
+    outcome = Outcome([condition], fields)
+    await publish(kube, PRUNE_SCHEDULE, schedule, outcome, observes_spec=False)
 
 
 def _rfc3339(moment: datetime.datetime | None) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from berth.actions import ActionError
+from berth.api.common import ConditionType
 from berth.k8s.api import JSON, Kube
 from berth.k8s.kinds import TAG_POLICY
 
@@ -21,5 +22,7 @@ async def tag_history(kube: Kube, namespace: str, name: str) -> TagHistory:
     if policy is None:
         raise ActionError(f"TagPolicy {namespace}/{name} does not exist")
     status = policy.get("status") or {}
-    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    ready = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == ConditionType.READY), None
+    )
     return TagHistory(f"{status.get('pullSpec') or name}", status.get("tags") or [], ready)

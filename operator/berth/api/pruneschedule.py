@@ -30,7 +30,8 @@ ERRORS_LIMIT: Final = 50
 
 
 class PruneScheduleConditionType(StrEnum):
-    READY = "Ready"
+    """A PruneSchedule's own condition types, beside the common ones (ConditionType)."""
+
     LAST_RUN_SUCCEEDED = "LastRunSucceeded"
 
 

@@ -27,7 +27,8 @@ from berth.constants import API_VERSION, TAG_POLICY_KIND
 
 
 class TagPolicyConditionType(StrEnum):
-    READY = "Ready"
+    """A TagPolicy's own condition types (per tag), beside the common ones."""
+
     IMPORT_SUCCESS = "ImportSuccess"
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import kopf
 
 from berth.constants import GROUP, PRUNE_SCHEDULE_PLURAL, VERSION
-from berth.handlers.settings import DRIFT_INTERVAL, Memo
+from berth.handlers.settings import DRIFT_INTERVAL, Memo, refuse_invalid
 from berth.reconcile import pruneschedule as reconcile
 
 PRUNE_SCHEDULES = (GROUP, VERSION, PRUNE_SCHEDULE_PLURAL)
@@ -19,10 +19,7 @@ PRUNE_SCHEDULES = (GROUP, VERSION, PRUNE_SCHEDULE_PLURAL)
 @kopf.on.update(*PRUNE_SCHEDULES)
 async def prune_schedule_changed(namespace: str | None, name: str, memo: Memo, **_: Any) -> None:
     assert namespace is not None  # PruneSchedules are namespaced
-    outcome = await reconcile.reconcile_prune_schedule(memo.kube, namespace, name)
-    if outcome is not None and outcome.ready.reason == "InvalidSpec":
-        # Status and an Event say why; the drift timer notices when the Registry appears.
-        raise kopf.PermanentError(outcome.ready.message)
+    refuse_invalid(await reconcile.reconcile_prune_schedule(memo.kube, namespace, name))
 
 
 @kopf.timer(*PRUNE_SCHEDULES, interval=DRIFT_INTERVAL, initial_delay=DRIFT_INTERVAL)

@@ -14,7 +14,7 @@ from berth.constants import (
     REGISTRY_PLURAL,
     VERSION,
 )
-from berth.handlers.settings import DRIFT_INTERVAL, Memo
+from berth.handlers.settings import DRIFT_INTERVAL, Memo, refuse_invalid
 from berth.reconcile import access
 from berth.reconcile import registry as reconcile
 from berth.reconcile.kit import Outcome
@@ -38,11 +38,7 @@ async def registry_changed(namespace: str | None, name: str, memo: Memo, **_: An
     assert namespace is not None  # Registries are namespaced
     memo.registries.add((namespace, name))
     memo.access_debouncer.request(namespace, name)
-    outcome = await _pass(memo, namespace, name)
-    if outcome is not None and outcome.invalid:
-        # Status and an Event say why; retrying the same generation cannot help. The
-        # drift timer notices when what was missing (a Secret, an API) appears.
-        raise kopf.PermanentError(outcome.ready.message)
+    refuse_invalid(await _pass(memo, namespace, name))
 
 
 @kopf.timer(*REGISTRIES, interval=DRIFT_INTERVAL, initial_delay=DRIFT_INTERVAL)

@@ -12,6 +12,7 @@ from berth.handlers.debounce import Debouncer
 from berth.handlers.notifications import NotificationServer
 from berth.k8s.api import Kube
 from berth.reconcile.access import reconcile_access
+from berth.reconcile.kit import Outcome
 from berth.reconcile.registry import reconcile_registry
 from berth.reconcile.tagpolicy import INDEX, reconcile_tag_policy
 
@@ -32,6 +33,14 @@ class Memo(kopf.Memo):
     # host:port the notifications endpoint listens on; None: no endpoint.
     notifications_address: str | None
     notifications: NotificationServer
+
+
+def refuse_invalid(outcome: Outcome | None) -> None:
+    """A spec that cannot work: status and an Event say why, and retrying the same
+    generation cannot help (the drift timer or daemon notices a fix elsewhere, such as a
+    missing Secret or API appearing)."""
+    if outcome is not None and outcome.invalid:
+        raise kopf.PermanentError(outcome.ready.message)
 
 
 @kopf.on.login()

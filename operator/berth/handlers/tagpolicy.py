@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 
 from berth.constants import GROUP, TAG_POLICY_PLURAL, VERSION
-from berth.handlers.settings import Memo
+from berth.handlers.settings import Memo, refuse_invalid
 from berth.reconcile import tagpolicy as reconcile
 
 TAG_POLICIES = (GROUP, VERSION, TAG_POLICY_PLURAL)
@@ -26,12 +26,11 @@ logger = logging.getLogger(__name__)
 @kopf.on.update(*TAG_POLICIES)
 async def tag_policy_changed(namespace: str | None, name: str, memo: Memo, **_: Any) -> None:
     assert namespace is not None  # TagPolicies are namespaced
-    outcome = await reconcile.reconcile_tag_policy(
-        memo.kube, namespace, name, poll_interval=memo.tag_poll_interval
+    refuse_invalid(
+        await reconcile.reconcile_tag_policy(
+            memo.kube, namespace, name, poll_interval=memo.tag_poll_interval
+        )
     )
-    if outcome is not None and outcome.ready.reason == "InvalidSpec":
-        # Status and an Event say why; retrying the same spec cannot help.
-        raise kopf.PermanentError(outcome.ready.message)
 
 
 @kopf.daemon(*TAG_POLICIES, cancellation_timeout=5.0)
@@ -52,7 +51,11 @@ async def tag_policy_daemon(
         else:
             if outcome is None:
                 return
-            delay = outcome.next_check
+            delay = (
+                outcome.next_check
+                if outcome.next_check is not None
+                else float(memo.tag_poll_interval)
+            )
         await stopped.wait(delay)
 
 

@@ -30,16 +30,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from berth.api.registry import RegistrySpec
+from berth.api.registry import RegistryConditionType, RegistrySpec
 from berth.constants import (
     ANNOTATION_MAINTENANCE,
-    CONDITION_READ_ONLY,
     MAINTENANCE_READ_ONLY,
 )
 from berth.k8s.api import JSON, ApiException, Kube
 from berth.k8s.kinds import JOB, POD, REGISTRY
 from berth.resources.pruneschedule import gc_job, gc_storage, single_node_volume
 from berth.resources.render import selector_labels
+
+READ_ONLY = RegistryConditionType.READ_ONLY
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ async def collect_garbage(
         result.restored = False
         await step("annotated")
         await _wait(
-            f"Registry {namespace}/{name} to become read-only (condition {CONDITION_READ_ONLY}"
+            f"Registry {namespace}/{name} to become read-only (condition {READ_ONLY}"
             f"=True, reason {MAINTENANCE_REASON})",
             lambda: _read_only_for_maintenance(kube, namespace, name),
             timeouts.read_only,
@@ -248,7 +249,7 @@ async def _read_only_cleared(kube: Kube, namespace: str, name: str) -> bool:
     registry = await kube.get(REGISTRY, namespace, name)
     if registry is None:
         raise GarbageCollectionError(f"Registry {namespace}/{name} was deleted")
-    return _condition(registry, CONDITION_READ_ONLY).get("status") != "True"
+    return _condition(registry, READ_ONLY).get("status") != "True"
 
 
 async def _read_only_for_maintenance(kube: Kube, namespace: str, name: str) -> bool:
@@ -260,7 +261,7 @@ async def _read_only_for_maintenance(kube: Kube, namespace: str, name: str) -> b
             f"the {ANNOTATION_MAINTENANCE} annotation was removed by someone else while "
             "waiting for read-only"
         )
-    condition = _condition(registry, CONDITION_READ_ONLY)
+    condition = _condition(registry, READ_ONLY)
     return condition.get("status") == "True" and condition.get("reason") == MAINTENANCE_REASON
 
 

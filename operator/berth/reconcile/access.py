@@ -42,7 +42,7 @@ from berth.k8s.api import JSON, ApiException, Kube
 from berth.k8s.kinds import NAMESPACE, REGISTRY, SECRET, SERVICE, SERVICE_ACCOUNT
 from berth.k8s.secrets import secret_value
 from berth.observability import REDACTOR
-from berth.reconcile.kit import EventRule, Outcome, Passes, publish
+from berth.reconcile.kit import Note, Outcome, Passes, publish
 from berth.reconcile.unmanaged import SecretProblem, credentials_from_secret
 from berth.resources.access import (
     ALL_SERVICE_ACCOUNTS,
@@ -162,7 +162,6 @@ async def _new_robot(namespace: str, phase: str, now: datetime.datetime) -> tupl
 # The access pass is a pass of its own over Registries: its own locks, no metrics of
 # its own (the registry pass counts the Registry), its own status fields.
 _passes = Passes(REGISTRY, metrics=False)
-EVENTS: Final = EventRule(problem_reason="AccessFailed")
 
 
 def forget(namespace: str, name: str) -> None:
@@ -206,7 +205,7 @@ async def _access(kube: Kube, registry: JSON) -> Outcome:
     except ValidationError:
         return Outcome(invalid=True)  # the Registry pass reports InvalidSpec
     outcome = await _reconcile(kube, registry, spec)
-    await publish(kube, REGISTRY, registry, outcome, EVENTS)
+    await publish(kube, REGISTRY, registry, outcome)
     return outcome
 
 
@@ -244,7 +243,8 @@ async def _reconcile(kube: Kube, registry: JSON, spec: RegistrySpec) -> Outcome:
     fields: dict[str, Any] = {"accessNamespaces": len(seen.wanted)}
     if state.last_rotation:
         fields["lastCredentialRotation"] = state.last_rotation
-    return Outcome(fields=fields, writes=kube.writes - writes_before, problems=problems)
+    events = [Note("AccessFailed", problem) for problem in problems]
+    return Outcome(fields=fields, writes=kube.writes - writes_before, events=events)
 
 
 async def _observe(kube: Kube, registry: JSON, spec: RegistrySpec) -> _Observed:

@@ -31,6 +31,15 @@ INVALID_SPEC: Final = "InvalidSpec"
 READY: Final = ConditionType.READY
 
 
+@dataclass(frozen=True)
+class Note:
+    """An Event a pass posts after its status write."""
+
+    reason: str
+    message: str
+    warning: bool = True
+
+
 @dataclass
 class Outcome:
     """What one pass found and did."""
@@ -41,7 +50,7 @@ class Outcome:
     # The spec cannot work as written: retrying the same generation cannot help.
     invalid: bool = False
     next_check: float | None = None  # seconds until a pass is next due, if it is timed
-    problems: list[str] = field(default_factory=list)  # reported as Events, pass goes on
+    events: list[Note] = field(default_factory=list)  # posted after the status write
 
     @property
     def ready(self) -> Cond:
@@ -84,14 +93,20 @@ class EventRule:
 
     announce_ready: bool = False  # a Normal `Ready` Event when it turns True
     quiet: frozenset[str] = frozenset()  # False reasons that are no one's problem
-    problem_reason: str = "Failed"  # the reason of the Events for Outcome.problems
 
 
 async def publish(
-    kube: Kube, kind: Kind, obj: JSON, outcome: Outcome, events: EventRule = EventRule()
+    kube: Kube,
+    kind: Kind,
+    obj: JSON,
+    outcome: Outcome,
+    events: EventRule = EventRule(),
+    *,
+    observes_spec: bool = True,
 ) -> None:
     """The one status writer. Merges the fields this pass owns (and, when it has
-    conditions, observedGeneration) into the current status: a read-modify-write under
+    conditions, observedGeneration, unless the writer is not a pass over the spec, as a
+    prune run is not) into the current status: a read-modify-write under
     the object's resourceVersion, so two passes that own different fields of one status
     (the Registry's and the access pass) never undo each other, and no write at all
     when nothing changed. Then an Event when Ready changed its reason, as `events` says."""
@@ -100,7 +115,8 @@ async def publish(
         new = {**old, **outcome.fields}
         if outcome.conditions:
             generation = current["metadata"].get("generation")
-            new["observedGeneration"] = generation
+            if observes_spec:
+                new["observedGeneration"] = generation
             new["conditions"] = merge_conditions(
                 old.get("conditions"), outcome.conditions, generation
             )
@@ -109,8 +125,8 @@ async def publish(
     changed = await patch_status(kube, kind, obj, update)
     if changed is not None and outcome.conditions:
         await _announce(kube, obj, changed, events)
-    for problem in outcome.problems:
-        await post_event(kube, obj, reason=events.problem_reason, message=problem, warning=True)
+    for note in outcome.events:
+        await post_event(kube, obj, reason=note.reason, message=note.message, warning=note.warning)
 
 
 async def _announce(kube: Kube, obj: JSON, changed: tuple[JSON, JSON], rule: EventRule) -> None:

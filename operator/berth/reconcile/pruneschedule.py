@@ -12,18 +12,15 @@ precondition, so neither drops the other's conditions.
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
 from typing import Final
 
 from pydantic import ValidationError
 
-from berth.api.common import glob_to_regex
-from berth.api.pruneschedule import PruneScheduleConditionType, PruneScheduleSpec
+from berth.api.common import ConditionType, glob_to_regex
+from berth.api.pruneschedule import PruneScheduleSpec
 from berth.api.registry import RegistrySpec
-from berth.constants import PRUNE_SCHEDULE_KIND, operator_image
+from berth.constants import operator_image
 from berth.k8s.api import JSON, ApiException, Kube
-from berth.k8s.events import post_event
 from berth.k8s.kinds import (
     CLUSTER_ROLE,
     CLUSTER_ROLE_BINDING,
@@ -32,11 +29,9 @@ from berth.k8s.kinds import (
     ROLE,
     ROLE_BINDING,
 )
-from berth.observability import RECONCILE_SECONDS, RECONCILES
-from berth.reconcile.conditions import Cond, find, merge_conditions
+from berth.reconcile.conditions import Cond
 from berth.reconcile.invalid import InvalidSpec, api_message, validation_message
-from berth.reconcile.locks import ObjectLocks
-from berth.reconcile.status import patch_status
+from berth.reconcile.kit import Outcome, Passes, checked, publish
 from berth.resources.pruneschedule import (
     PruneInputs,
     PruneNames,
@@ -47,24 +42,13 @@ from berth.resources.pruneschedule import (
 
 ROUTE_API: Final = "route.openshift.io/v1"
 
-READY = PruneScheduleConditionType.READY.value
+READY = ConditionType.READY
 
-
-@dataclass
-class Outcome:
-    conditions: list[Cond]
-    writes: int = 0  # child writes this pass made
-
-    @property
-    def ready(self) -> Cond:
-        return next(c for c in self.conditions if c.type == READY)
-
-
-_locks = ObjectLocks()
+_passes = Passes(PRUNE_SCHEDULE)
 
 
 def forget(namespace: str, name: str) -> None:
-    _locks.forget(namespace, name)
+    _passes.forget(namespace, name)
 
 
 def registry_namespace(schedule: JSON, spec: PruneScheduleSpec) -> str:
@@ -103,37 +87,21 @@ def _check_scope(schedule_namespace: str, spec: PruneScheduleSpec, cross: bool) 
 
 async def reconcile_prune_schedule(kube: Kube, namespace: str, name: str) -> Outcome | None:
     """One pass for one PruneSchedule; None when it is gone or being deleted."""
-    started = asyncio.get_running_loop().time()
-    async with _locks.hold(namespace, name):
-        schedule = await kube.get(PRUNE_SCHEDULE, namespace, name)
-        if schedule is None or schedule["metadata"].get("deletionTimestamp"):
-            return None
-        try:
-            outcome = await _reconcile(kube, schedule)
-        except Exception:
-            RECONCILES.labels(PRUNE_SCHEDULE_KIND, "error").inc()
-            raise
-        finally:
-            RECONCILE_SECONDS.labels(PRUNE_SCHEDULE_KIND).observe(
-                asyncio.get_running_loop().time() - started
-            )
-        RECONCILES.labels(PRUNE_SCHEDULE_KIND, "ok" if outcome.ready.status else "not-ready").inc()
-        return outcome
+    return await _passes.run(kube, namespace, name, lambda schedule: _reconcile(kube, schedule))
 
 
 async def _reconcile(kube: Kube, schedule: JSON) -> Outcome:
     if not (schedule.get("status") or {}).get("conditions"):
-        first = [Cond(READY, None, "Reconciling", "Berth is setting up the schedule")]
-        await _publish_conditions(kube, schedule, first)
-    try:
-        spec = PruneScheduleSpec.model_validate(schedule.get("spec") or {})
-        outcome = await _apply(kube, schedule, spec)
-    except ValidationError as error:
-        outcome = Outcome([Cond(READY, False, "InvalidSpec", validation_message(error))])
-    except InvalidSpec as error:
-        outcome = Outcome([Cond(READY, False, "InvalidSpec", str(error))])
-    await _publish_conditions(kube, schedule, outcome.conditions)
+        first = Cond(READY, None, "Reconciling", "Berth is setting up the schedule")
+        await publish(kube, PRUNE_SCHEDULE, schedule, Outcome([first]))
+    outcome = await checked(_validated(kube, schedule))
+    await publish(kube, PRUNE_SCHEDULE, schedule, outcome)
     return outcome
+
+
+async def _validated(kube: Kube, schedule: JSON) -> Outcome:
+    spec = PruneScheduleSpec.model_validate(schedule.get("spec") or {})
+    return await _apply(kube, schedule, spec)
 
 
 async def _apply(kube: Kube, schedule: JSON, spec: PruneScheduleSpec) -> Outcome:
@@ -187,7 +155,7 @@ async def _apply(kube: Kube, schedule: JSON, spec: PruneScheduleSpec) -> Outcome
             f"CronJob {cron_job['metadata']['name']} runs {spec.schedule!r}{zone} as "
             f"ServiceAccount {names.service_account}",
         )
-    return Outcome([ready], writes)
+    return Outcome([ready], writes=writes)
 
 
 async def _delete_stale_roles(kube: Kube, inputs: PruneInputs) -> int:
@@ -212,28 +180,3 @@ async def cleanup(kube: Kube, namespace: str, name: str) -> None:
     for kind in (ROLE_BINDING, ROLE):
         async for item in kube.list(kind, None, label_selector=unowned_selector(names)):
             await kube.delete(kind, item["metadata"]["namespace"], item["metadata"]["name"])
-
-
-# -- status --------------------------------------------------------------------------------
-
-
-async def _publish_conditions(kube: Kube, schedule: JSON, conditions: list[Cond]) -> None:
-    """Ready and observedGeneration; an Event when Ready changes its reason."""
-
-    def update(old: JSON, current: JSON) -> JSON:
-        generation = current["metadata"].get("generation")
-        return {
-            **old,
-            "observedGeneration": generation,
-            "conditions": merge_conditions(old.get("conditions"), conditions, generation),
-        }
-
-    changed = await patch_status(kube, PRUNE_SCHEDULE, schedule, update)
-    if changed is None:
-        return
-    before, after = find(changed[0].get("conditions"), READY), find(changed[1]["conditions"], READY)
-    reason_changed = after and (before is None or before.get("reason") != after.get("reason"))
-    if reason_changed and after and after["status"] == "False":
-        await post_event(
-            kube, schedule, reason=after["reason"], message=after["message"], warning=True
-        )

@@ -19,42 +19,34 @@ imports and polling) and from the registry's push notifications.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, Final
+from dataclasses import replace
+from typing import Final
 from urllib.parse import urlsplit
 
-from pydantic import ValidationError
-
-from berth.api.common import glob_match, parse_duration
+from berth.api.common import ConditionType, glob_match, parse_duration
 from berth.api.registry import Permission
-from berth.api.tagpolicy import TagPolicySpec, TagSpec
-from berth.constants import TAG_POLICY_KIND
-from berth.k8s.api import JSON, ApiException, Kube
-from berth.k8s.events import post_event
-from berth.k8s.kinds import NAMESPACE, SECRET, TAG_POLICY
+from berth.api.tagpolicy import TagPolicyConditionType, TagPolicySpec, TagSpec
+from berth.k8s.api import JSON, Kube
+from berth.k8s.kinds import NAMESPACE, TAG_POLICY
 from berth.k8s.secrets import secret_value
-from berth.observability import RECONCILE_SECONDS, RECONCILES, TAG_REVERTS
+from berth.observability import TAG_REVERTS
 from berth.reconcile.conditions import Cond, find, merge_conditions, now_rfc3339
 from berth.reconcile.endpoints import RegistryProblem, referenced_registry, registry_access
-from berth.reconcile.invalid import InvalidSpec, validation_message
-from berth.reconcile.locks import ObjectLocks
-from berth.reconcile.status import patch_status
+from berth.reconcile.invalid import InvalidSpec
+from berth.reconcile.kit import Note, Outcome, Passes, checked, invalid_outcome, publish
 from berth.registry.access import RegistryAccess, registry_client
 from berth.registry.client import RegistryClient, RegistryError
 from berth.registry.copy import copy_image
 from berth.registry.reference import DEFAULT_HOST, InvalidReference, parse_reference
 from berth.resources.access import namespace_may
-from berth.resources.registry import RegistryNames, notifications_secret
 
 logger = logging.getLogger(__name__)
 
-READY: Final = "Ready"
-IMPORT_SUCCESS: Final = "ImportSuccess"
+READY: Final = ConditionType.READY
+IMPORT_SUCCESS: Final = TagPolicyConditionType.IMPORT_SUCCESS
 IMMUTABLE: Final = "Immutable"
 PUSH_SOURCE: Final = "push"
 # Docker Hub's API host: docker.io names images, registry-1.docker.io serves them.
@@ -64,7 +56,7 @@ MIN_NEXT_CHECK: Final = 1.0
 # A failed import or revert is tried again this soon (seconds), polls being slower.
 FAILURE_RETRY: Final = 15.0
 
-_locks = ObjectLocks()
+_passes = Passes(TAG_POLICY)
 # When each (namespace, name, tag) last asked its source, by time.monotonic(). Not kept
 # across restarts: a restarted operator checks every source once, which is cheap.
 _checked: dict[tuple[str, str, str], float] = {}
@@ -97,17 +89,8 @@ class RepositoryIndex:
 INDEX: Final = RepositoryIndex()
 
 
-@dataclass
-class Outcome:
-    ready: Cond
-    # Seconds until a pass is next due (a scheduled import, or the next poll).
-    next_check: float
-    reverted: list[str] = field(default_factory=list)
-    imported: list[str] = field(default_factory=list)
-
-
 def forget(namespace: str, name: str) -> None:
-    _locks.forget(namespace, name)
+    _passes.forget(namespace, name)
     INDEX.forget((namespace, name))
     for key in [k for k in _checked if k[:2] == (namespace, name)]:
         del _checked[key]
@@ -168,37 +151,30 @@ async def reconcile_tag_policy(
     kube: Kube, namespace: str, name: str, *, poll_interval: float
 ) -> Outcome | None:
     """One pass over a TagPolicy; None when it is gone or going."""
-    async with _locks.hold(namespace, name):
-        policy = await kube.get(TAG_POLICY, namespace, name)
-        if policy is None or policy["metadata"].get("deletionTimestamp"):
-            forget(namespace, name)
-            return None
-        started = asyncio.get_running_loop().time()
-        try:
-            outcome = await _reconcile(kube, policy, poll_interval)
-        except Exception:
-            RECONCILES.labels(TAG_POLICY_KIND, "error").inc()
-            raise
-        finally:
-            RECONCILE_SECONDS.labels(TAG_POLICY_KIND).observe(
-                asyncio.get_running_loop().time() - started
-            )
-        RECONCILES.labels(TAG_POLICY_KIND, "ok" if outcome.ready.status else "not-ready").inc()
-        return outcome
+    outcome = await _passes.run(
+        kube, namespace, name, lambda policy: _reconcile(kube, policy, poll_interval)
+    )
+    if outcome is None:
+        forget(namespace, name)
+    return outcome
 
 
 async def _reconcile(kube: Kube, policy: JSON, poll_interval: float) -> Outcome:
+    def invalid(message: str) -> Outcome:
+        return replace(invalid_outcome(message), next_check=poll_interval)
+
     try:
-        spec = TagPolicySpec.model_validate(policy.get("spec") or {})
-        return await _apply(kube, policy, spec, poll_interval)
-    except ValidationError as error:
-        ready = Cond(READY, False, "InvalidSpec", validation_message(error))
-    except InvalidSpec as error:
-        ready = Cond(READY, False, "InvalidSpec", str(error))
+        outcome = await checked(_validated(kube, policy, poll_interval), invalid)
     except RegistryProblem as problem:
         ready = Cond(READY, False, problem.reason, str(problem))
-    await _publish(kube, policy, ready, None, None)
-    return Outcome(ready, poll_interval)
+        outcome = Outcome([ready], next_check=poll_interval)
+    await publish(kube, TAG_POLICY, policy, outcome)
+    return outcome
+
+
+async def _validated(kube: Kube, policy: JSON, poll_interval: float) -> Outcome:
+    spec = TagPolicySpec.model_validate(policy.get("spec") or {})
+    return await _apply(kube, policy, spec, poll_interval)
 
 
 async def _apply(kube: Kube, policy: JSON, spec: TagPolicySpec, poll_interval: float) -> Outcome:
@@ -230,7 +206,6 @@ async def _apply(kube: Kube, policy: JSON, spec: TagPolicySpec, poll_interval: f
                     f"pull from {source.repository} on Registry {registry_ns}/{registry_name}",
                 )
     ordered = dependency_order(spec.tags or ())
-    await ensure_notifications_secret(kube, registry)
     access = await registry_access(kube, registry, registry_spec)
     sources = {t.from_.repository for t in spec.tags or () if t.from_ and t.from_.repository}
     INDEX.track((namespace, name), (registry_ns, registry_name), {repository, *sources})
@@ -246,13 +221,13 @@ async def _apply(kube: Kube, policy: JSON, spec: TagPolicySpec, poll_interval: f
                 "RegistryUnavailable",
                 f"Registry {registry_ns}/{registry_name}: {error}",
             )
-            await _publish(kube, policy, ready, None, pull_spec)
-            return Outcome(ready, poll_interval)
-    ready = work.ready()
-    await _publish(kube, policy, ready, work.status_tags(), pull_spec)
-    for event in work.events:
-        await post_event(kube, policy, **event)
-    return Outcome(ready, work.next_check(poll_interval), work.reverted, work.imported)
+            return Outcome([ready], {"pullSpec": pull_spec}, next_check=poll_interval)
+    return Outcome(
+        [work.ready()],
+        {"tags": work.status_tags(), "pullSpec": pull_spec},
+        next_check=work.next_check(poll_interval),
+        events=work.events,
+    )
 
 
 def _pull_host(registry: JSON, access: RegistryAccess) -> str:
@@ -260,29 +235,6 @@ def _pull_host(registry: JSON, access: RegistryAccess) -> str:
     host = str(endpoint.get("external") or endpoint.get("internal") or access.hosts[0])
     # An Unmanaged Registry's external endpoint is its URL; an image names only the host.
     return urlsplit(host).netloc if "://" in host else host
-
-
-async def ensure_notifications_secret(kube: Kube, registry: JSON) -> str:
-    """The token the Registry's notifications must carry: kept when present (a user may
-    bring their own), made up otherwise."""
-    metadata = registry["metadata"]
-    names = RegistryNames(metadata["name"])
-    live = await kube.get(SECRET, metadata["namespace"], names.notifications)
-    token = notification_token(live)
-    if token:
-        return token
-    token = secrets.token_urlsafe(32)
-    try:
-        await kube.create(notifications_secret(registry, token))
-    except ApiException as error:
-        if error.status != 409:
-            raise
-        # Made meanwhile by another pass: use that one.
-        return (
-            notification_token(await kube.get(SECRET, metadata["namespace"], names.notifications))
-            or token
-        )
-    return token
 
 
 def notification_token(secret: JSON | None) -> str | None:
@@ -317,7 +269,7 @@ class _Pass:
             str(t["tag"]): list(t.get("conditions") or []) for t in old if t.get("tag")
         }
         self.updates: dict[str, list[Cond]] = {}
-        self.events: list[dict[str, Any]] = []
+        self.events: list[Note] = []
         self.reverted: list[str] = []
         self.imported: list[str] = []
         self.present: set[str] = set()
@@ -393,13 +345,7 @@ class _Pass:
             self.updates[tag.name] = [Cond(IMPORT_SUCCESS, False, reason, message)]
             before = find(self.tag_conditions.get(tag.name), IMPORT_SUCCESS) or {}
             if (before.get("status"), before.get("message")) != ("False", message):
-                self.events.append(
-                    {
-                        "reason": "ImportFailed",
-                        "message": f"tag {tag.name}: {message}",
-                        "warning": True,
-                    }
-                )
+                self.events.append(Note("ImportFailed", f"tag {tag.name}: {message}"))
             return
         verb = "imported" if tag.from_.image is not None else "promoted"
         self.updates[tag.name] = [
@@ -409,7 +355,7 @@ class _Pass:
         if copied:
             self.imported.append(tag.name)
             self.events.append(
-                {"reason": verb.capitalize(), "message": f"tag {tag.name}: {verb} {label}"}
+                Note(verb.capitalize(), f"tag {tag.name}: {verb} {label}", warning=False)
             )
 
     async def _current(self, tag: str) -> str | None:
@@ -495,14 +441,14 @@ class _Pass:
                 f"{recorded} failed: {error}"
             )
             self.updates[tag] = [Cond(IMMUTABLE, False, "RevertFailed", message)]
-            self.events.append({"reason": "RevertFailed", "message": message, "warning": True})
+            self.events.append(Note("RevertFailed", message))
             return
         message = f"tag {tag} is immutable: a push moved it to {pushed}; put back on {recorded}"
         logger.warning("%s:%s %s", self.repository, tag, message)
         self.reverted.append(tag)
         TAG_REVERTS.inc()
         self.updates[tag] = [Cond(IMMUTABLE, True, "Reverted", message)]
-        self.events.append({"reason": "ImmutableTagReverted", "message": message, "warning": True})
+        self.events.append(Note("ImmutableTagReverted", message))
 
     def _record(self, tag: str, digest: str, source: str) -> None:
         items = self.history.setdefault(tag, [])
@@ -601,37 +547,3 @@ async def _upstream(host: str, insecure: bool) -> RegistryClient:
             await probe.close()
         _schemes[api_host] = scheme
     return RegistryClient(f"{scheme}://{api_host}", verify_tls=False)
-
-
-# -- status ----------------------------------------------------------------------------
-
-
-async def _publish(
-    kube: Kube,
-    policy: JSON,
-    ready: Cond,
-    tags: list[JSON] | None,
-    pull_spec: str | None,
-) -> None:
-    """Status: Ready, observedGeneration, and when known the tags and pullSpec; no write
-    when nothing changed. An Event when Ready turns False for a new reason."""
-
-    def update(old: JSON, current: JSON) -> JSON:
-        generation = current["metadata"].get("generation")
-        new = {
-            **old,
-            "observedGeneration": generation,
-            "conditions": merge_conditions(old.get("conditions"), [ready], generation),
-        }
-        if tags is not None:
-            new["tags"] = tags
-        if pull_spec is not None:
-            new["pullSpec"] = pull_spec
-        return new
-
-    changed = await patch_status(kube, TAG_POLICY, policy, update)
-    if changed is None or ready.status:
-        return
-    before = find(changed[0].get("conditions"), READY)
-    if before is None or before.get("reason") != ready.reason:
-        await post_event(kube, policy, reason=ready.reason, message=ready.message, warning=True)
