@@ -30,10 +30,11 @@ deps: $(STAMP)  ## Python venv, Debian packages (docker-registry, skopeo), Go ch
 testbin: deps  ## build (or find cached) kube-apiserver, etcd, kwok, ...
 	hack/testbin/build.sh
 
-lint: deps  ## ruff, formatting, import-linter layers, hadolint
+lint: deps  ## ruff, formatting, import-linter contracts, complexity (xenon), hadolint
 	$(BIN)/ruff check operator hack tests
 	$(BIN)/ruff format --check operator hack tests
 	$(BIN)/lint-imports
+	$(BIN)/xenon --max-absolute C operator/berth/reconcile operator/berth/resources
 	$(BIN)/hadolint Dockerfile
 
 typecheck: deps  ## mypy --strict

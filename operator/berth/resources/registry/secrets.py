@@ -8,7 +8,7 @@ from typing import Any
 
 from berth.api.registry import AuthMode
 from berth.resources.registry.config import is_ip, notification_endpoints
-from berth.resources.registry.inputs import RegistryInputs
+from berth.resources.registry.inputs import RegistryInputs, TLSMaterial
 from berth.resources.registry.names import ADMIN_USER, RegistryNames
 from berth.resources.render import labels, owned_by, render
 
@@ -56,20 +56,27 @@ def notifications_secret(
 
 
 def _secret(
-    inputs: RegistryInputs, name: str, component: str, kind: str, **data: str
+    inputs: RegistryInputs, name: str, component: str, kind: str, text: dict[str, str]
 ) -> dict[str, Any]:
+    """A Secret child of `inputs`' Registry; `text` values are encoded here."""
+    data = {key: b64(value) for key, value in text.items()}
     return secret(inputs.namespace, name, labels(inputs.names.registry, component), kind, data)
+
+
+def _pair(pair: TLSMaterial | None, cert: str = "tls.crt", key: str = "tls.key") -> dict[str, str]:
+    assert pair is not None, "wanted only with this material"
+    return {cert: pair.cert_pem, key: pair.key_pem}
 
 
 def registry_secrets(inputs: RegistryInputs) -> dict[str, Any]:
     """What distribution reads from a Secret: the http secret and the auth file."""
     material, mode = inputs.material, inputs.spec.auth.mode
-    data = {"http-secret": b64(material.http_secret)}
+    text = {"http-secret": material.http_secret}
     if mode is AuthMode.HTPASSWD and material.htpasswd is not None:
-        data["htpasswd"] = b64(material.htpasswd)
+        text["htpasswd"] = material.htpasswd
     if mode is AuthMode.TOKEN and material.token_ca_pem is not None:
-        data["token-ca.crt"] = b64(material.token_ca_pem)
-    return _secret(inputs, inputs.names.secrets, "registry", "Opaque", **data)
+        text["token-ca.crt"] = material.token_ca_pem
+    return _secret(inputs, inputs.names.secrets, "registry", "Opaque", text)
 
 
 def notifications(inputs: RegistryInputs) -> dict[str, Any]:
@@ -81,29 +88,19 @@ def notifications(inputs: RegistryInputs) -> dict[str, Any]:
 def admin(inputs: RegistryInputs) -> dict[str, Any]:
     password = inputs.material.admin_password
     assert password is not None
-    return _secret(
-        inputs, inputs.names.admin, "registry", "kubernetes.io/basic-auth",
-        username=b64(ADMIN_USER), password=b64(password),
-    )  # fmt: skip
+    text = {"username": ADMIN_USER, "password": password}
+    return _secret(inputs, inputs.names.admin, "registry", "kubernetes.io/basic-auth", text)
 
 
 def token_signing(inputs: RegistryInputs) -> dict[str, Any]:
-    pair = inputs.material.token_signing
-    assert pair is not None
-    return _secret(
-        inputs, inputs.names.token_signing, "token-server", "kubernetes.io/tls",
-        **{"tls.crt": b64(pair.cert_pem), "tls.key": b64(pair.key_pem)},
-    )  # fmt: skip
+    text = _pair(inputs.material.token_signing)
+    return _secret(inputs, inputs.names.token_signing, "token-server", "kubernetes.io/tls", text)
 
 
 def ca(inputs: RegistryInputs) -> dict[str, Any]:
     """Berth's CA: it signs the SelfSigned serving certificate and the token server's."""
-    pair = inputs.material.ca
-    assert pair is not None
-    return _secret(
-        inputs, inputs.names.ca_secret, "ca", "Opaque",
-        **{"ca.crt": b64(pair.cert_pem), "ca.key": b64(pair.key_pem)},
-    )  # fmt: skip
+    text = _pair(inputs.material.ca, "ca.crt", "ca.key")
+    return _secret(inputs, inputs.names.ca_secret, "ca", "Opaque", text)
 
 
 def ca_config_map(inputs: RegistryInputs) -> dict[str, Any]:
@@ -121,13 +118,10 @@ def ca_config_map(inputs: RegistryInputs) -> dict[str, Any]:
 
 def serving_tls(inputs: RegistryInputs) -> dict[str, Any]:
     """SelfSigned: the serving certificate Berth's CA issued."""
-    ca_pair, serving = inputs.material.ca, inputs.material.serving
-    assert ca_pair is not None and serving is not None
-    return _secret(
-        inputs, inputs.names.tls, "registry", "kubernetes.io/tls",
-        **{"tls.crt": b64(serving.cert_pem), "tls.key": b64(serving.key_pem),
-           "ca.crt": b64(ca_pair.cert_pem)},
-    )  # fmt: skip
+    ca_pair = inputs.material.ca
+    assert ca_pair is not None
+    text = {**_pair(inputs.material.serving), "ca.crt": ca_pair.cert_pem}
+    return _secret(inputs, inputs.names.tls, "registry", "kubernetes.io/tls", text)
 
 
 def certificate(inputs: RegistryInputs) -> dict[str, Any]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from berth.api.registry import SINGLE_NODE_ACCESS_MODES, RegistrySpec, RolloutStrategy
 from berth.constants import ANNOTATION_CONFIG_CHECKSUM
 from berth.resources.registry.config import checksum, config_yaml, notification_endpoints
@@ -155,24 +157,15 @@ def network_policy(inputs: RegistryInputs) -> dict[str, Any]:
 
 
 def route(inputs: RegistryInputs) -> dict[str, Any]:
-    spec = inputs.spec.expose.route
-    assert spec is not None
-    return _render(
-        "registry/route.yaml.j2",
-        inputs,
-        "registry",
-        route=spec.model_dump(mode="json"),
-        tls=inputs.tls_enabled,
-    )
+    return _exposure(inputs, "route", inputs.spec.expose.route)
 
 
 def ingress(inputs: RegistryInputs) -> dict[str, Any]:
-    spec = inputs.spec.expose.ingress
-    assert spec is not None
-    return _render(
-        "registry/ingress.yaml.j2",
-        inputs,
-        "registry",
-        ingress=spec.model_dump(mode="json"),
-        tls=inputs.tls_enabled,
-    )
+    return _exposure(inputs, "ingress", inputs.spec.expose.ingress)
+
+
+def _exposure(inputs: RegistryInputs, kind: str, spec: BaseModel | None) -> dict[str, Any]:
+    """A Route or an Ingress: the template of that name, given the spec's section."""
+    assert spec is not None, f"wanted only with spec.expose.{kind}"
+    values = {kind: spec.model_dump(mode="json"), "tls": inputs.tls_enabled}
+    return _render(f"registry/{kind}.yaml.j2", inputs, "registry", **values)
