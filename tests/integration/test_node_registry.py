@@ -6,6 +6,7 @@ that the registry accepts."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import subprocess
@@ -15,7 +16,10 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from berth.k8s.api import Kube
+from testbed.cluster import wait_for
 from testbed.node import RealNode
+from testbed.nodeimages import BUSYBOX_IMAGE
 from testbed.served import served
 from tests.conftest import RunningOperator
 from tests.integration import node_support as ns
@@ -104,3 +108,29 @@ def test_registry_pods_run_and_answer_with_a_token_challenge(
         assert accepted.stdout == "200", accepted
     finally:
         ns.delete_namespaces(api_client, team)
+
+
+def test_kube_reads_the_log_of_a_pod_on_the_real_node(
+    api_client: client.ApiClient, node_namespace: str, real_node: RealNode, kubeconfig: Path
+) -> None:
+    """Storage GC reads the collector's log this way; kwok serves no logs, so only a real
+    kubelet can show that the API server hands the log to Kube (it negotiates the text
+    only from Accept */*)."""
+    ns.run_pod(api_client, node_namespace, "logger", BUSYBOX_IMAGE, "echo collected; echo done",
+               restart="Never")  # fmt: skip
+    core = client.CoreV1Api(api_client)
+
+    def finished() -> bool:
+        phase = core.read_namespaced_pod("logger", node_namespace).status.phase
+        return phase in ("Succeeded", "Failed")
+
+    wait_for("the logger Pod to finish", finished, 90)
+
+    async def read() -> str:
+        kube = Kube.from_environment(str(kubeconfig))
+        try:
+            return await kube.pod_log(node_namespace, "logger", request_timeout=30)
+        finally:
+            kube.close()
+
+    assert asyncio.run(read()) == "collected\ndone\n"

@@ -174,7 +174,8 @@ class Kube:
     ) -> str:
         """The log of Pod namespace/name (its only container), as text."""
         path = POD.path(namespace, name) + "/log"
-        headers = {"Accept": "text/plain"}
+        # The log subresource is text, but the API server negotiates it only from */*.
+        headers = {"Accept": "*/*"}
         loop = asyncio.get_running_loop()
         data = await loop.run_in_executor(
             self._pool, lambda: self._call_sync("GET", path, headers, None, request_timeout)
