@@ -95,6 +95,11 @@ def main() -> None:
             print(
                 f"writes until all {args.count} Ready: {berth.metric('berth_api_writes_total'):.0f}"
             )
+            by_verb: dict[str, float] = {}
+            for labels, value in berth.samples("berth_api_writes_total").items():
+                verb = dict(labels).get("verb", "?")
+                by_verb[verb] = by_verb.get(verb, 0.0) + value
+            print("  by verb: " + ", ".join(f"{v} {n:.0f}" for v, n in sorted(by_verb.items())))
             time.sleep(60)  # let the last child events and access passes settle
             before = berth.metric("berth_api_writes_total")
             by_kind = berth.samples("berth_api_writes_total")
