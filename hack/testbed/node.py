@@ -23,10 +23,8 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +36,8 @@ from testbed import pki
 from testbed.procs import (
     ClusterError,
     Component,
-    alive,
     free_port,
+    kill_pids,
     locked,
     runs,
     terminate_pids,
@@ -733,16 +731,6 @@ def _our_pids(binaries: Path) -> list[int]:
     return pids
 
 
-def _kill_and_wait(pids: list[int], timeout: float = 10.0) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    for pid in pids:
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-
 def _kubepods_cgroups() -> list[Path]:
     """Every cgroup under /kubepods in every hierarchy, deepest first."""
     found: list[Path] = []
@@ -828,8 +816,8 @@ def sweep(state: dict[str, Any]) -> None:
     """
     root = Path(state["root"])
     binaries = Path(state["binaries"])
-    _kill_and_wait(_our_pids(binaries))
-    _kill_and_wait(_container_pids())
+    kill_pids(_our_pids(binaries))
+    kill_pids(_container_pids())
     runc_root = root / "runc"
     if runc_root.exists():
         for line in _run(

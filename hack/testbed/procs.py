@@ -59,15 +59,28 @@ def terminate_pids(pids: list[int], timeout: float = 10.0) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
+    _wait_gone(pids, timeout)
     for pid in pids:
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
         if alive(pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+    _wait_gone(pids, None)
+
+
+def kill_pids(pids: list[int], timeout: float = 10.0) -> None:
+    """SIGKILL each process (not its group: strays found by their executable), and wait
+    up to `timeout` for them to be gone."""
     for pid in pids:
-        while alive(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    _wait_gone(pids, timeout)
+
+
+def _wait_gone(pids: list[int], timeout: float | None) -> None:
+    """Until every process is gone, or `timeout` seconds (None: no limit)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for pid in pids:
+        while alive(pid) and (deadline is None or time.monotonic() < deadline):
             time.sleep(0.05)
 
 

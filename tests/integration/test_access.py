@@ -33,6 +33,7 @@ from berth.registry.client import RegistryClient, RegistryError
 from testbed.cluster import KWOK_NAMESPACE_ANNOTATIONS, wait_for
 from testbed.images import Pusher, PushError, random_image
 from testbed.registry import HtpasswdFile, LocalRegistry, TokenAuth
+from tests.integration.node_support import create_registry
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -147,18 +148,7 @@ async def bed(
     push_b = _make_namespace(api_client, {label: "push"})
     pull_only = _make_namespace(api_client)
     created = [push_a, push_b, pull_only]
-    client.CustomObjectsApi(api_client).create_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        namespace,
-        "registries",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Registry",
-            "metadata": {"name": "reg"},
-            "spec": _registry_spec(label, pull_only),
-        },
-    )
+    create_registry(api_client, namespace, "reg", _registry_spec(label, pull_only))
     try:
         for ns in created:
             wait_for(

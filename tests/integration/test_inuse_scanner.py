@@ -6,13 +6,15 @@ other namespaces never match, and the expected in-use sets can be exact.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import pytest
 from kubernetes import client
 
-from berth.prune.inuse import InUseScanError, scan_in_use
+from berth.k8s.api import Kube
+from berth.prune.inuse import DEFAULT_PAGE_SIZE, InUseImages, InUseScanError, find_in_use
 from testbed.cluster import free_port, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -20,6 +22,17 @@ pytestmark = pytest.mark.cluster
 SHA_A = "sha256:" + "a" * 64
 SHA_B = "sha256:" + "b" * 64
 SHA_C = "sha256:" + "c" * 64
+
+
+def scan_in_use(
+    api_client: client.ApiClient, hosts: Iterable[str], *, page_size: int = DEFAULT_PAGE_SIZE
+) -> InUseImages:
+    """find_in_use, blocking, through an API connection the test holds (and keeps)."""
+    kube = Kube(api_client, owns_client=False)
+    try:
+        return asyncio.run(find_in_use(kube, hosts, page_size=page_size))
+    finally:
+        kube.close()
 
 
 @pytest.fixture

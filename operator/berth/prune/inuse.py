@@ -17,12 +17,11 @@ memory for the few fields we need.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from berth.k8s.api import ApiClient, ApiException, Kube
+from berth.k8s.api import ApiException, Kube
 from berth.k8s.kinds import (
     CRON_JOB,
     DAEMON_SET,
@@ -128,20 +127,6 @@ async def find_in_use(
                 for image in _status_images(item.get("status") or {}):
                     _record(result, ours, image, user, from_status=True)
     return result
-
-
-def scan_in_use(
-    api_client: ApiClient,
-    hosts: Iterable[str],
-    *,
-    page_size: int = DEFAULT_PAGE_SIZE,
-) -> InUseImages:
-    """find_in_use, blocking, through an API connection the caller holds (and keeps)."""
-    kube = Kube(api_client, owns_client=False)
-    try:
-        return asyncio.run(find_in_use(kube, hosts, page_size=page_size))
-    finally:
-        kube.close()
 
 
 async def list_all(

@@ -111,7 +111,7 @@ async def registry_material(
     wanted = serving_names(target, cluster_ip)
     ca, token_server_tls = await _ca(kube, target)
     return RegistryMaterial(
-        notifications_token=await notifications_token(kube, target),
+        notifications_token=await _notifications_token(kube, target),
         http_secret=http_secret,
         ca=ca,
         serving=await _serving(kube, target, ca, wanted),
@@ -123,13 +123,22 @@ async def registry_material(
     )
 
 
-async def notifications_token(kube: Kube, target: RegistryTarget) -> str | None:
+async def _notifications_token(kube: Kube, target: RegistryTarget) -> str | None:
     """The token the registry's notifications carry, while the operator has an
     endpoint for them: kept when present (a user may bring their own), else made up."""
     if target.notifications_url is None:
         return None
     stored = await kube.get(SECRET, target.namespace, target.names.notifications)
-    token = secret_value(stored, "token") or secrets.token_urlsafe(32)
+    token = secret_value(stored, "token")
+    if token is None:
+        return new_token()
+    REDACTOR.register(token)
+    return token
+
+
+def new_token() -> str:
+    """A fresh shared secret, known to the log redactor before anyone can log it."""
+    token = secrets.token_urlsafe(32)
     REDACTOR.register(token)
     return token
 
