@@ -3,9 +3,9 @@
 # a local test-bed cluster started here. The CRDs are installed (server-side apply) first.
 #
 # On the local cluster it also gives a working registry: the sample Registry in namespace
-# `registry`, a namespace `demo` that may push to it, and (in the background, once the
-# Registry is Ready) the real node configured to resolve and trust it. The README's
-# "Try it" commands push an image from the machine and run it in a Pod.
+# `registry`, a namespace `demo` that may push to it; Berth's node agent makes the real
+# node resolve and trust it (its settings say where the test-bed node keeps containerd's
+# files). The README's "Try it" commands push an image from the machine and run it in a Pod.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 berth=.venv/bin/berth
@@ -28,8 +28,10 @@ if [[ -n $local_cluster ]]; then
   "$kubectl" label namespace demo berth.dev/registry=push --overwrite >/dev/null
   "$kubectl" apply -n registry -f manifests/samples/registry.yaml >/dev/null
   echo "[run] sample Registry registry/registry applied; namespace demo may push to it" >&2
+  BERTH_NODE_AGENT=$(PYTHONPATH=hack .venv/bin/python -m testbed agent-settings --dir "$cluster")
+  export BERTH_NODE_AGENT
   PYTHONPATH=hack .venv/bin/python -m testbed trust --dir "$cluster" --registry registry/registry \
     > "$cluster/logs/trust.log" 2>&1 &
-  echo "[run] once it is Ready, the node trusts it (log: $cluster/logs/trust.log)" >&2
+  echo "[run] once it is Ready, its CA and a demo image are in $cluster (log: $cluster/logs/trust.log)" >&2
 fi
 exec "$berth" operator --all-namespaces "$@"

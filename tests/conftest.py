@@ -8,6 +8,7 @@ started with `make cluster-up`) instead of starting one.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import threading
@@ -22,6 +23,7 @@ from berth.handlers.main import operate
 from berth.handlers.settings import Memo
 from berth.k8s.crds import apply_crds
 from berth.observability import REDACTOR
+from berth.resources.nodeagent import SETTINGS_ENV as AGENT_SETTINGS_ENV
 from testbed.cluster import KWOK_NAMESPACE_ANNOTATIONS, LocalCluster
 from testbed.node import RealNode, running_owner
 from testbed.registry import LocalRegistry
@@ -57,19 +59,14 @@ def kubeconfig(local_cluster: LocalCluster | None) -> Path:
 @pytest.fixture(scope="session")
 def real_node(local_cluster: LocalCluster | None) -> RealNode:
     """The session cluster's real node, where Pods run and the kubelet pulls."""
-    if local_cluster is None:
-        # A cluster of `make cluster-up` (BERTH_TEST_KUBECONFIG) whose node runs here.
-        owner = running_owner()
-        kubeconfig = Path(os.environ["BERTH_TEST_KUBECONFIG"]).resolve()
-        if owner is not None and Path(owner) == kubeconfig.parent:
-            return RealNode(Path(owner) / "node", ensure_built())
-    if local_cluster is None or local_cluster.node is None:
+    node = _session_node(local_cluster)
+    if node is None:
         pytest.fail(
             "these tests need the test bed's real node (BERTH_TEST_KUBECONFIG and "
             "BERTH_REAL_NODE=0 leave it out)",
             pytrace=False,
         )
-    return local_cluster.node
+    return node
 
 
 @pytest.fixture
@@ -151,9 +148,26 @@ class _Keep(logging.Handler):
         self.records.append(record)
 
 
+def _session_node(local_cluster: LocalCluster | None) -> RealNode | None:
+    """The real node of the session's cluster, if it has one."""
+    if local_cluster is not None:
+        return local_cluster.node
+    owner = running_owner()
+    kubeconfig = Path(os.environ["BERTH_TEST_KUBECONFIG"]).resolve()
+    if owner is not None and Path(owner) == kubeconfig.parent:
+        return RealNode(Path(owner) / "node", ensure_built())
+    return None
+
+
 @pytest.fixture(scope="session")
-def operator(kubeconfig: Path, berth_crds: list[str]) -> Iterator[RunningOperator]:
+def operator(
+    kubeconfig: Path, berth_crds: list[str], local_cluster: LocalCluster | None
+) -> Iterator[RunningOperator]:
     os.environ["KUBECONFIG"] = str(kubeconfig)
+    node = _session_node(local_cluster)
+    if node is not None:
+        # Install settings, as the chart's nodeAgent values would say them.
+        os.environ[AGENT_SETTINGS_ENV] = json.dumps(node.agent_settings())
     running = RunningOperator()
     keep = _Keep(running.records)
     root = logging.getLogger()

@@ -1,6 +1,8 @@
-"""`python -m testbed up|down|status|trust`: the detached cluster behind `make cluster-up`,
-and `trust --registry NS/NAME`, which waits for that Registry to be Ready and configures
-the real node to pull from it (`make run` does this for its sample Registry)."""
+"""`python -m testbed up|down|status|trust|agent-settings`: the detached cluster behind
+`make cluster-up`; `trust --registry NS/NAME`, which waits for that Registry to be Ready
+and leaves its CA and a small image for the README's commands (the node itself is
+configured by Berth's node agent); `agent-settings`, the node agent's settings for this
+cluster's real node (BERTH_NODE_AGENT of `make run`)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ from testbed.testbin import REPO_ROOT
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testbed")
-    parser.add_argument("command", choices=["up", "down", "status", "build", "trust"])
+    parser.add_argument(
+        "command", choices=["up", "down", "status", "build", "trust", "agent-settings"]
+    )
     parser.add_argument("--registry", help="trust: the Registry, NAMESPACE/NAME")
     parser.add_argument("--wait", type=float, default=600, help="trust: seconds to wait")
     parser.add_argument(
@@ -28,6 +32,14 @@ def main(argv: list[str] | None = None) -> int:
         from testbed.testbin import ensure_built
 
         print(ensure_built())
+        return 0
+    if args.command == "agent-settings":
+        import json
+
+        from testbed.node import RealNode
+        from testbed.testbin import ensure_built
+
+        print(json.dumps(RealNode(workdir / "node", ensure_built()).agent_settings()))
         return 0
     if args.command == "trust":
         return trust(workdir, args.registry, args.wait)
@@ -56,16 +68,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def trust(workdir: Path, registry: str | None, timeout: float) -> int:
-    """Wait for the Registry to be Ready, then make the node resolve its names and trust
-    its CA; leave the CA and a small runnable image under `workdir` for the README's
+    """Wait for the Registry to be Ready and its nodes configured (by Berth's node
+    agent); leave the CA and a small runnable image under `workdir` for the README's
     commands."""
     from kubernetes import client, config
 
-    from testbed.node import RealNode
     from testbed.nodeimages import workload_image
     from testbed.procs import wait_for
-    from testbed.served import configure_node, served
-    from testbed.testbin import ensure_built
+    from testbed.served import served
 
     if not registry or "/" not in registry:
         print("trust needs --registry NAMESPACE/NAME", file=sys.stderr)
@@ -79,15 +89,15 @@ def trust(workdir: Path, registry: str | None, timeout: float) -> int:
             "berth.dev", "v1alpha1", namespace, "registries", name
         )
         conditions = (obj.get("status") or {}).get("conditions") or []
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+        true = {c["type"] for c in conditions if c["status"] == "True"}
+        return {"Ready", "NodesReady"} <= true
 
     try:
-        wait_for(f"Registry {registry} Ready", ready, timeout, interval=2)
+        wait_for(f"Registry {registry} Ready, its nodes configured", ready, timeout, interval=2)
     except ClusterError as error:
         print(f"trust: {error}", file=sys.stderr)
         return 1
     found = served(api, namespace, name)
-    configure_node(RealNode(workdir / "node", ensure_built()), found)
     found.write_ca(workdir / "registry-ca")
     hello = {"/hello.txt": "pushed from the machine, pulled by the kubelet\n"}
     image = workload_image(workdir / "demo-image", "localhost/demo/hello:1", hello)

@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from berth.node.files import hosts_owners, hosts_text, write_text_in_place
 from testbed import pki
 from testbed.procs import (
     ClusterError,
@@ -98,7 +99,6 @@ SYSCTLS = (
 NODE_BINARIES = ("containerd", "containerd-shim-runc-v2", "kubelet", "kube-proxy", "coredns")
 _FILTER_CHAIN = "BERTH-TESTBED"
 HOSTS_FILE = Path("/etc/hosts")
-_HOSTS_MARK = "# berth-testbed"
 _CAPABILITIES = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_SYS_CHROOT": 18, "CAP_MKNOD": 27}
 _NEEDED_COMMANDS = {
     "runc": "runc",
@@ -203,17 +203,6 @@ def machine_snapshot() -> dict[str, Any]:
         "sysctls": {name: _read_sysctl(name) for name in SYSCTLS},
         "paths": {path: os.path.lexists(path) for path in MACHINE_PATHS},
     }
-
-
-def set_hosts(addresses: dict[str, str]) -> None:
-    """Our marked lines of /etc/hosts become `addresses` (name -> IP); other lines stay.
-    Written in place: /etc/hosts may be a bind mount that a rename would not reach."""
-    kept = [line for line in HOSTS_FILE.read_text().splitlines() if not line.endswith(_HOSTS_MARK)]
-    by_address: dict[str, list[str]] = {}
-    for name, address in sorted(addresses.items()):
-        by_address.setdefault(address, []).append(name)
-    ours = [f"{address} {' '.join(names)} {_HOSTS_MARK}" for address, names in by_address.items()]
-    HOSTS_FILE.write_text("\n".join([*kept, *ours]) + "\n")
 
 
 def machine_state(binaries: Path) -> dict[str, Any]:
@@ -391,28 +380,17 @@ class RealNode:
         default.mkdir(parents=True, exist_ok=True)
         (default / "hosts.toml").write_text('server = "https://127.0.0.1:9"\n')
 
-    def trust_registry(self, host: str, ca_pem: bytes, *, server: str | None = None) -> None:
-        """Let the node pull from `host` over TLS verified with `ca_pem` (no restart needed).
-
-        `server` is where to reach it when the node cannot resolve `host` (e.g. a
-        Service's ClusterIP for a `*.svc` name): the stand-in for node integration.
-        """
-        folder = self.certs_d / host
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "ca.crt").write_bytes(ca_pem)
-        upstream = server or f"https://{host}"
-        (folder / "hosts.toml").write_text(
-            f'server = "{upstream}"\n\n'
-            f'[host."{upstream}"]\n'
-            '  capabilities = ["pull", "resolve"]\n'
-            f'  ca = "{folder / "ca.crt"}"\n'
-        )
-
-    def resolve(self, addresses: dict[str, str]) -> None:
-        """Make each name resolve to its address on the node (the machine): marked lines in
-        /etc/hosts, which the kubelet's pulls (containerd) and the machine's clients read.
-        Replaces what an earlier call set. The stand-in for node integration."""
-        set_hosts(addresses)
+    def agent_settings(self) -> dict[str, Any]:
+        """Where Berth's node agent finds this node's files (the chart's nodeAgent values;
+        BERTH_NODE_AGENT for an operator run as a process): the machine's /etc/hosts, and
+        containerd's configuration and certs.d under the node's folder. Install settings:
+        nothing here configures the node itself."""
+        return {
+            "hostsFile": str(HOSTS_FILE),
+            "containerdConfig": str(self.root / "containerd" / "config.toml"),
+            "containerdCertsDir": str(self.certs_d),
+            "crioCertsDir": str(self.root / "containers-certs.d"),
+        }
 
     def _start_containerd(self, attached: bool, timeout: float) -> None:
         base = self.root / "containerd"
@@ -832,8 +810,7 @@ def sweep(state: dict[str, Any]) -> None:
     for name in _our_links():
         _run("ip", "link", "delete", name, check=False)
     _iptables_sweep()
-    if any(line.endswith(_HOSTS_MARK) for line in HOSTS_FILE.read_text().splitlines()):
-        set_hosts({})
+    _remove_agent_lines()
     for name, value in state.get("sysctls", {}).items():
         if value is not None and _read_sysctl(name) != value:
             with contextlib.suppress(OSError):
@@ -851,6 +828,17 @@ def sweep(state: dict[str, Any]) -> None:
             for leftover in Path(path).glob("results/berth-*"):
                 leftover.unlink(missing_ok=True)
     STATE_FILE.unlink(missing_ok=True)
+
+
+def _remove_agent_lines() -> None:
+    """The lines Berth's node agent kept for Registries that were not deleted before the
+    node stopped (the agent removes them itself for Registries that go)."""
+    current = HOSTS_FILE.read_text()
+    text = current
+    for owner in hosts_owners(text):
+        text = hosts_text(text, owner, {})
+    if text != current:
+        write_text_in_place(HOSTS_FILE, text)
 
 
 def _remove_links_into(folder: Path, root: Path) -> None:

@@ -1,6 +1,6 @@
-"""A Registry as a user of the test bed's real node sees it (its CA, its Services), and
-the node configured by hand to pull from it: what node integration will do by itself.
-Used by `make run` (`python -m testbed trust`) and the tests on the real node."""
+"""A Registry as a user of the test bed's real node sees it (its CA, its Services).
+Used by `make run` (`python -m testbed trust`) and the tests on the real node; the node
+itself is configured by Berth's node agent."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from typing import Any
 from kubernetes import client
 
 from berth.constants import GROUP, VERSION
-from testbed.node import RealNode
 
 
 @dataclass(frozen=True)
@@ -65,18 +64,6 @@ def served(api: client.ApiClient, namespace: str, name: str) -> Served:
 def _read(response: Any) -> dict[str, Any]:
     document: dict[str, Any] = json.loads(response.data)
     return document
-
-
-def configure_node(node: RealNode, registry: Served) -> None:
-    """What node integration will do, by hand: the node resolves the registry's and its
-    token realm's Service names, and its containerd trusts the registry's CA."""
-    node.resolve(
-        {
-            f"{registry.name}.{registry.namespace}.svc": registry.cluster_ip,
-            registry.auth_host: registry.auth_ip,
-        }
-    )
-    node.trust_registry(registry.host, registry.ca_pem)
 
 
 def _registry(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:

@@ -235,6 +235,74 @@ def auth_server(
     )
 
 
+@main.command("node-agent")
+@click.option(
+    "--hosts-file",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The node's hosts file, as this process sees it.",
+)
+@click.option(
+    "--containerd-config",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="containerd's config.toml, as this process sees it.",
+)
+@click.option(
+    "--containerd-certs-dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="containerd's certs.d, as this process sees it.",
+)
+@click.option(
+    "--containerd-certs-dir-on-node",
+    required=True,
+    help="The same folder as containerd names it on the node.",
+)
+@click.option(
+    "--crio-certs-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CRI-O's (and podman's) certs.d, as this process sees it.",
+)
+@click.option("--node", envvar="NODE_NAME", required=True, help="This node's name.")
+@click.option("--pod", envvar="POD_NAME", required=True, help="This Pod's name (the report).")
+@click.option(
+    "--namespace", envvar="POD_NAMESPACE", required=True, help="Where the plans are, and this Pod."
+)
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
+@_reported
+def node_agent(
+    hosts_file: Path,
+    containerd_config: Path,
+    containerd_certs_dir: Path,
+    containerd_certs_dir_on_node: str,
+    crio_certs_dir: Path | None,
+    node: str,
+    pod: str,
+    namespace: str,
+    kubeconfig: str | None,
+) -> None:
+    """Keep this node resolving and trusting Berth's registries (run by the DaemonSet)."""
+    import asyncio
+    import contextlib
+    import logging
+
+    from berth.node.agent import NodePaths, run_agent
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    paths = NodePaths(
+        hosts_file, containerd_config, containerd_certs_dir, containerd_certs_dir_on_node,
+        crio_certs_dir,
+    )  # fmt: skip
+    with contextlib.suppress(asyncio.CancelledError):
+        _in_cluster(
+            kubeconfig,
+            lambda kube: run_agent(kube, paths, node=node, pod=pod, namespace=namespace),
+            cancel_on_sigterm=True,
+        )
+
+
 @main.command()
 @click.option(
     "--schedule", "schedule_ref", required=True, metavar="NS/NAME", help="The PruneSchedule."

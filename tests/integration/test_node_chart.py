@@ -16,8 +16,10 @@ ServiceAccount. The sample Registry (Token auth, SelfSigned TLS), on a PVC, then
    after;
 5. a credential rotation while the kubelet pulls in a loop: no pull fails.
 
-The node is configured by hand for the registry's names and CA (node_support.
-configure_node), as node integration will do by itself. This module runs right after
+Nothing configures the node by hand: Berth's node agent (a DaemonSet the operator runs)
+makes it resolve the registry's and its token realm's names and trust Berth's CA; the
+chart is told only where the test-bed node keeps containerd's files (nodeAgent values).
+Every push and pull below depends on it. This module runs right after
 test_install.py, before the session's in-process operator starts: one operator only.
 """
 
@@ -41,7 +43,7 @@ from berth.resources.access import pull_secret_name
 from testbed.cluster import wait_for
 from testbed.node import RealNode
 from testbed.nodeimages import workload_image
-from testbed.served import Served, configure_node, served
+from testbed.served import Served, served
 from testbed.testbin import REPO_ROOT, ensure_built
 from tests.integration import node_support as ns
 
@@ -116,6 +118,7 @@ def bed(
         # The session applies crds/ (as `berth crds apply` does): the CRDs are managed
         # elsewhere, which the chart is told, as a user would.
         "--set", "crds.enabled=false",
+        *_agent_values(real_node),
     )  # fmt: skip
     try:
         yield bed
@@ -123,6 +126,14 @@ def bed(
         # The operator first, so that nothing recreates what the namespaces take away.
         _helm(kubeconfig, "uninstall", bed.release, "--namespace", bed.system, "--wait")
         ns.delete_namespaces(api_client, bed.team, bed.other, bed.home, bed.system)
+
+
+def _agent_values(node: RealNode) -> list[str]:
+    """Where this node keeps the files the agent writes: install settings only."""
+    values: list[str] = []
+    for key, value in node.agent_settings().items():
+        values += ["--set", f"nodeAgent.{key}={value}"]
+    return values
 
 
 def _operator_logs(bed: Bed) -> str:
@@ -160,9 +171,29 @@ def test_the_sample_registry_on_a_pvc_becomes_ready_with_real_pods(bed: Bed) -> 
     for component in ("registry", "token-server"):
         [pod] = ns.running_pods(bed.api, bed.home, f"app.kubernetes.io/component={component}")
         ns.assert_really_running(pod)
+    _wait_nodes_ready(bed)
     bed.registry = served(bed.api, bed.home, "registry")
-    configure_node(bed.node, bed.registry)
     bed.creds = ns.robot_credential(bed.api, bed.team, bed.registry)
+
+
+def _wait_nodes_ready(bed: Bed) -> None:
+    def nodes_ready() -> bool:
+        registry = ns.get_registry(bed.api, bed.home, "registry")
+        return ns.condition(registry, "NodesReady").get("status") == "False" and bool(
+            (registry.get("status") or {}).get("nodes", {}).get("configured")
+        )
+
+    try:
+        wait_for("the node agent to configure the real node", nodes_ready, 120, interval=1)
+    except Exception as error:
+        registry = ns.get_registry(bed.api, bed.home, "registry")
+        raise AssertionError(f"{error}: {registry.get('status')}") from None
+    registry = ns.get_registry(bed.api, bed.home, "registry")
+    # The real node is configured; the kwok node runs no agent, and NodesReady says why.
+    assert registry["status"]["nodes"] == {"configured": 1, "total": 2}, registry["status"]
+    message = ns.condition(registry, "NodesReady")["message"]
+    assert "kwok-node-0: no node agent runs there" in message, message
+    assert "kwok.x-k8s.io/node=fake:NoSchedule is not tolerated" in message, message
 
 
 def _created(minutes_ago: int) -> str:
@@ -409,3 +440,78 @@ def test_no_pull_fails_during_a_credential_rotation(bed: Bed) -> None:
     assert len(outcomes) > 5
     # The old robot is still accepted until its grace ends; the new one pulled too.
     assert sum(holder != first for holder, _ in outcomes) >= 3
+
+
+def test_a_pod_runs_within_a_minute_of_the_push_and_an_ungranted_one_meets_auth(
+    bed: Bed,
+) -> None:
+    """Nothing but Berth configured the node: the kubelet resolves the registry's name
+    and its token realm's, and trusts the CA, through the agent's files alone."""
+    assert bed.registry is not None, "the Registry test failed"
+    core = client.CoreV1Api(bed.api)
+    image = bed.image(f"{bed.team}/fresh", "1")
+    archive = workload_image(bed.workdir / "fresh", "localhost/e2e/fresh:1",
+                             {"/proof.txt": "fresh\n"})  # fmt: skip
+    pushed = ns.skopeo_copy(f"oci-archive:{archive}", f"docker://{image}", creds=bed.creds,
+                            cert_dir=bed.cert_dir)  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+    pushed_at = time.monotonic()
+    ns.run_pod(bed.api, bed.team, "fresh", image, "cat /proof.txt; sleep 3600")
+
+    def running() -> bool:
+        pod = core.read_namespaced_pod("fresh", bed.team)
+        return pod.status.phase == "Running"
+
+    wait_for("the Pod Running", running, 60, interval=0.5)
+    assert time.monotonic() - pushed_at < 60
+    ns.assert_really_running(core.read_namespaced_pod("fresh", bed.team))
+
+    # A namespace no grant selects: no pull Secret, so the registry refuses the kubelet.
+    # The refusal is an authorization error: the name resolved and TLS verified.
+    outsider = ns.labelled_namespace(bed.api, f"outsider-{uuid.uuid4().hex[:6]}", {})
+    try:
+        ns.run_pod(bed.api, outsider, "intruder", image, "true")
+        outcome = ns.wait_outcome(bed.api, outsider, "intruder")
+    finally:
+        ns.delete_namespaces(bed.api, outsider)
+    assert outcome.startswith(("ErrImagePull", "ImagePullBackOff")), outcome
+    assert "401" in outcome or "unauthorized" in outcome.lower(), outcome
+    for other_failure in ("x509", "certificate", "no such host", "connection refused"):
+        assert other_failure not in outcome, outcome
+
+
+def test_deleting_the_registry_removes_the_agents_files_and_no_others(bed: Bed) -> None:
+    owner = f"{bed.home}/registry"
+    hosts_file = Path(bed.node.agent_settings()["hostsFile"])
+    certs = [bed.node.certs_d, Path(bed.node.agent_settings()["crioCertsDir"])]
+    host = f"registry.{bed.home}.svc:5000"
+    for root in certs:
+        assert (root / host / ".berth-owner").read_text().strip() == owner
+    assert f"# berth {owner}" in hosts_file.read_text()
+    # Someone else's files in the same places.
+    foreign = bed.node.certs_d / "foreign.example:5000"
+    foreign.mkdir()
+    (foreign / "hosts.toml").write_text('server = "https://foreign.example:5000"\n')
+    foreign_line = "10.1.2.3 foreign.example # not Berth's"
+    with hosts_file.open("a") as file:
+        file.write(foreign_line + "\n")
+    try:
+        client.CustomObjectsApi(bed.api).delete_namespaced_custom_object(
+            GROUP, VERSION, bed.home, "registries", "registry"
+        )
+
+        def gone() -> bool:
+            return f"# berth {owner}" not in hosts_file.read_text() and not any(
+                (root / host).exists() for root in certs
+            )
+
+        wait_for("the agent to remove its files", gone, 90, interval=1)
+        assert (foreign / "hosts.toml").read_text() == 'server = "https://foreign.example:5000"\n'
+        assert foreign_line in hosts_file.read_text().splitlines()
+    finally:
+        (foreign / "hosts.toml").unlink(missing_ok=True)
+        foreign.rmdir()
+        text = hosts_file.read_text()
+        with hosts_file.open("r+") as file:
+            file.write("".join(f"{line}\n" for line in text.splitlines() if line != foreign_line))
+            file.truncate()

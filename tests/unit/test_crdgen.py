@@ -316,7 +316,8 @@ API_FIELDS = {
     "Registry": {
         "spec": "managementState external image replicas rolloutStrategy storage tls auth access "
         "credentialRotation expose readOnly resources nodeSelector tolerations affinity "
-        "priorityClassName podAnnotations",
+        "priorityClassName podAnnotations nodeIntegration",
+        "spec.nodeIntegration": "enabled localRegistryHosting",
         "spec.external": "url caSecretRef credentialsSecretRef",
         "spec.storage": "emptyDir pvc s3",
         "spec.storage.emptyDir": "sizeLimit",
@@ -331,8 +332,9 @@ API_FIELDS = {
         "spec.expose.route": "enabled host",
         "spec.expose.ingress": "className host",
         "status": "observedGeneration conditions endpoint readyReplicas caConfigMap "
-        "accessNamespaces lastCredentialRotation",
+        "accessNamespaces lastCredentialRotation nodes",
         "status.endpoint": "internal external",
+        "status.nodes": "configured total",
     },
     "TagPolicy": {
         "spec": "registryRef repository tags immutableTags historyLimit",

@@ -12,14 +12,16 @@ from hypothesis import strategies as st
 from berth.node.files import (
     CONTAINERD_DEFAULT_DIRS,
     OWNER_FILE,
-    HostTrust,
     NotOurs,
     containerd_registry_dirs,
+    hosts_owners,
     hosts_text,
+    owners_in,
     remove_owner,
     write_hosts,
     write_trust,
 )
+from berth.resources.nodeagent import HostTrust
 
 OWNER = "registry/registry"
 HOSTS = "127.0.0.1 localhost\n::1 localhost ip6-localhost\n10.0.0.9 other.example # someone\n"
@@ -75,12 +77,15 @@ def test_write_hosts_edits_the_file_in_place(tmp_path: Path) -> None:
 
 
 def test_trust_folders_are_ours_alone(tmp_path: Path) -> None:
-    trust = HostTrust("registry.registry.svc:5000", CA, "https://10.96.0.10:5000")
+    trust = HostTrust("registry.registry.svc:5000", CA)
     assert write_trust(tmp_path, OWNER, trust, containerd=True)
     folder = tmp_path / "registry.registry.svc:5000"
     assert (folder / "ca.crt").read_text() == CA
-    assert 'server = "https://10.96.0.10:5000"' in (folder / "hosts.toml").read_text()
-    assert f'ca = "{folder / "ca.crt"}"' in (folder / "hosts.toml").read_text()
+    hosts_toml = (folder / "hosts.toml").read_text()
+    assert 'server = "https://registry.registry.svc:5000"' in hosts_toml
+    # Relative: containerd reads it from the host's folder, wherever the node keeps it.
+    assert 'ca = "ca.crt"' in hosts_toml
+    assert owners_in(tmp_path) == {OWNER: ["registry.registry.svc:5000"]}
     assert not write_trust(tmp_path, OWNER, trust, containerd=True), "no change, no write"
 
     theirs = tmp_path / "quay.io"
@@ -137,3 +142,18 @@ def test_hosts_that_are_not_folder_names_are_refused(tmp_path: Path) -> None:
 )
 def test_where_containerd_reads_hosts_toml(config: str, dirs: list[str] | None) -> None:
     assert containerd_registry_dirs(config) == dirs
+
+
+def test_a_registry_without_tls_gets_a_plain_http_server_and_no_ca(tmp_path: Path) -> None:
+    write_trust(tmp_path, OWNER, HostTrust("reg.ns.svc:5000", ""), containerd=True)
+    folder = tmp_path / "reg.ns.svc:5000"
+    assert sorted(p.name for p in folder.iterdir()) == [OWNER_FILE, "hosts.toml"]
+    assert 'server = "http://reg.ns.svc:5000"' in (folder / "hosts.toml").read_text()
+
+
+def test_the_owners_of_marked_lines_are_found_and_foreign_marks_are_not() -> None:
+    text = hosts_text(HOSTS, OWNER, {"registry.registry.svc": "10.96.0.10"})
+    text = hosts_text(text, "b/r", {"r.b.svc": "10.96.0.12"})
+    text += "10.0.0.1 x.example # berth-testbed\n"
+    assert hosts_owners(text) == {OWNER, "b/r"}
+    assert hosts_owners(hosts_text(text, "b/r", {})) == {OWNER}

@@ -83,6 +83,8 @@ class RegistryConditionType(StrEnum):
     STORAGE_READY = "StorageReady"
     # True once every Pod serves a read-only config; storage GC waits for it.
     READ_ONLY = "ReadOnly"
+    # True when every node resolves and trusts the registry (the node agent's reports).
+    NODES_READY = "NodesReady"
 
 
 SINGLE_NODE_ACCESS_MODES: Final = frozenset(
@@ -350,6 +352,19 @@ class CredentialRotation(BerthModel):
     as a Go duration (e.g. 720h)."""
 
 
+class NodeIntegration(BerthModel):
+    """What Berth's node agent does on every node for this registry."""
+
+    enabled: bool = True
+    """Every node resolves the registry's in-cluster names (and its token realm's) and
+    trusts Berth's CA for its hosts, so that the kubelet pulls with no hand edits. The
+    agent is a DaemonSet the operator runs; an install can switch it off cluster-wide."""
+    local_registry_hosting: bool = False
+    """Publish this registry as the cluster's local registry: the KEP-1755 ConfigMap
+    kube-public/local-registry-hosting, read by tools such as Tilt and ctlptl. One
+    Registry of the cluster can hold it."""
+
+
 class ServiceExposure(BerthModel):
     """The Service in front of the registry."""
 
@@ -432,6 +447,8 @@ class RegistrySpec(BerthModel):
     """Rotation of the robot credentials handed out by access grants."""
     expose: Expose = Field(default_factory=Expose)
     """Service, Route and Ingress for the registry."""
+    node_integration: NodeIntegration = Field(default_factory=NodeIntegration)
+    """Node integration: names and trust on every node (Managed registries)."""
     read_only: bool = False
     """Serve pulls only; pushes and deletes are refused."""
     resources: FreeForm | None = None
@@ -485,6 +502,15 @@ class RegistryEndpoint(StatusModel):
     external.url."""
 
 
+class NodesStatus(StatusModel):
+    """How many nodes resolve and trust the registry."""
+
+    configured: int = Field(ge=0)
+    """Nodes whose agent reports this registry's current plan written."""
+    total: int = Field(ge=0)
+    """Nodes of the cluster."""
+
+
 class RegistryStatus(StatusModel):
     """The observed state of a Registry."""
 
@@ -503,6 +529,8 @@ class RegistryStatus(StatusModel):
     """Namespaces that currently hold pull secrets for this registry."""
     last_credential_rotation: datetime | None = None
     """When robot credentials were last rotated."""
+    nodes: NodesStatus | None = None
+    """Nodes the node agent has configured for this registry, of all nodes."""
 
 
 class Registry(BerthModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Final
 
@@ -9,6 +10,7 @@ import kopf
 
 from berth.constants import GROUP
 from berth.handlers.debounce import Debouncer
+from berth.handlers.nodes import follow_reports
 from berth.handlers.notifications import NotificationServer
 from berth.k8s.api import Kube
 from berth.reconcile.access import reconcile_access
@@ -33,6 +35,7 @@ class Memo(kopf.Memo):
     # host:port the notifications endpoint listens on; None: no endpoint.
     notifications_address: str | None
     notifications: NotificationServer
+    node_reports: asyncio.Task[None]
 
 
 def refuse_invalid(outcome: Outcome | None) -> None:
@@ -93,9 +96,16 @@ async def configure(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> No
     if getattr(memo, "notifications_address", None):
         await memo.notifications.start(str(memo.notifications_address))
 
+    def request_all_registries() -> None:
+        for namespace, name in list(memo.registries):
+            memo.registry_debouncer.request(namespace, name)
+
+    memo.node_reports = asyncio.create_task(follow_reports(memo.kube, request_all_registries))
+
 
 @kopf.on.cleanup()
 async def cleanup(memo: Memo, **_: Any) -> None:
+    memo.node_reports.cancel()
     await memo.registry_debouncer.close()
     await memo.access_debouncer.close()
     await memo.tag_policy_debouncer.close()

@@ -10,6 +10,7 @@ that already matches makes no write at all.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import os
 import time
@@ -168,6 +169,56 @@ class Kube:
             if not token:
                 return
             query["continue"] = token
+
+    async def list_with_version(
+        self, kind: Kind, namespace: str | None, *, label_selector: str
+    ) -> tuple[builtins.list[JSON], str]:
+        """A small list whole, with the resourceVersion to watch it from."""
+        page = await self.request(
+            "GET", kind.path(namespace), query={"labelSelector": label_selector}
+        )
+        version = str((page.get("metadata") or {}).get("resourceVersion") or "")
+        return builtins.list(page.get("items") or []), version
+
+    def _watch_once_sync(
+        self, kind: Kind, namespace: str | None, label_selector: str, version: str, seconds: int
+    ) -> bool:
+        query = urllib.parse.urlencode(
+            {
+                "watch": "1",
+                "labelSelector": label_selector,
+                "resourceVersion": version,
+                "timeoutSeconds": str(seconds),
+                "allowWatchBookmarks": "false",
+            }
+        )
+        _, url, headers, _, _ = self.api_client.param_serialize(
+            "GET",
+            f"{kind.path(namespace)}?{query}",
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        response = self.api_client.call_api(
+            "GET", url, headers, None, _request_timeout=seconds + 15
+        )
+        stream = response.response
+        try:
+            if response.status >= 400:
+                raise ApiException(status=response.status, reason=response.reason)
+            return bool(stream.readline().strip())
+        finally:
+            stream.close()
+
+    async def watch_once(
+        self, kind: Kind, namespace: str | None, *, label_selector: str, version: str, seconds: int
+    ) -> bool:
+        """Wait until something selected changes after `version` (True), or `seconds`
+        pass (False). An expired version counts as a change: list again."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pool,
+            lambda: self._watch_once_sync(kind, namespace, label_selector, version, seconds),
+        )
 
     async def pod_log(
         self, namespace: str, name: str, *, request_timeout: RequestTimeout = None

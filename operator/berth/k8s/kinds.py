@@ -43,6 +43,7 @@ class Kind:
 
 _KINDS = [
     Kind("v1", "Namespace", "namespaces", namespaced=False),
+    Kind("v1", "Node", "nodes", namespaced=False),
     Kind("v1", "ServiceAccount", "serviceaccounts"),
     Kind("v1", "ConfigMap", "configmaps"),
     Kind("v1", "Secret", "secrets"),
@@ -86,6 +87,7 @@ KINDS: dict[tuple[str, str], Kind] = {(k.api_version, k.kind): k for k in _KINDS
 
 
 NAMESPACE: Final = KINDS[("v1", "Namespace")]
+NODE: Final = KINDS[("v1", "Node")]
 SERVICE_ACCOUNT: Final = KINDS[("v1", "ServiceAccount")]
 CONFIG_MAP: Final = KINDS[("v1", "ConfigMap")]
 SECRET: Final = KINDS[("v1", "Secret")]

@@ -20,9 +20,10 @@ import os
 import tempfile
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+from berth.resources.nodeagent import HostTrust
 
 HOSTS_MARK: Final = "# berth"
 OWNER_FILE: Final = ".berth-owner"
@@ -57,7 +58,20 @@ def hosts_text(current: str, owner: str, addresses: Mapping[str, str | None]) ->
     for name, address in sorted(wanted.items()):
         by_address.setdefault(address, []).append(name)
     ours = [f"{address} {' '.join(names)} {mark}" for address, names in by_address.items()]
-    return "".join(f"{line}\n" for line in [*kept, *ours])
+    text = "".join(f"{line}\n" for line in [*kept, *ours])
+    if not ours and current and not current.endswith("\n"):
+        return text[:-1]  # as it was: a file without a final newline keeps it so
+    return text
+
+
+def hosts_owners(text: str) -> set[str]:
+    """The owners of the marked lines in a hosts file."""
+    owners = set()
+    for line in text.splitlines():
+        _, mark, owner = line.rstrip().rpartition(f" {HOSTS_MARK} ")
+        if mark and owner and " " not in owner:
+            owners.add(owner)
+    return owners
 
 
 def write_hosts(path: Path, owner: str, addresses: Mapping[str, str | None]) -> bool:
@@ -66,33 +80,31 @@ def write_hosts(path: Path, owner: str, addresses: Mapping[str, str | None]) -> 
     wanted = hosts_text(current, owner, addresses)
     if wanted == current:
         return False
-    with path.open("r+") as file:
-        file.write(wanted)
-        file.truncate()
+    write_text_in_place(path, wanted)
     return True
+
+
+def write_text_in_place(path: Path, text: str) -> None:
+    """Rewrite a file in place (same inode): in a Pod the node's /etc/hosts is a
+    bind-mounted file, which a rename would not reach."""
+    with path.open("r+") as file:
+        file.write(text)
+        file.truncate()
 
 
 # -- certs.d ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class HostTrust:
-    """What one registry host needs on a node: its CA, and for containerd where to
-    reach it (a ClusterIP when the node cannot resolve the name)."""
-
-    host: str  # host[:port], as images name it
-    ca_pem: str
-    server: str | None = None  # e.g. https://10.96.0.10:5000; None: https://<host>
-
-
-def containerd_hosts_toml(trust: HostTrust, folder: Path) -> str:
-    upstream = trust.server or f"https://{trust.host}"
-    return (
-        f'server = "{upstream}"\n\n'
-        f'[host."{upstream}"]\n'
-        '  capabilities = ["pull", "resolve"]\n'
-        f'  ca = "{folder / "ca.crt"}"\n'
-    )
+def containerd_hosts_toml(trust: HostTrust) -> str:
+    """The host's hosts.toml: its own server, verified with the ca.crt beside it (a
+    relative `ca` is read from the host's folder), or plain HTTP with no CA."""
+    scheme = "https" if trust.ca_pem else "http"
+    upstream = f"{scheme}://{trust.host}"
+    lines = [f'server = "{upstream}"', "", f'[host."{upstream}"]',
+             '  capabilities = ["pull", "resolve"]']  # fmt: skip
+    if trust.ca_pem:
+        lines.append('  ca = "ca.crt"')
+    return "".join(f"{line}\n" for line in lines)
 
 
 def _folder_name(host: str) -> str:
@@ -136,28 +148,43 @@ def write_trust(root: Path, owner: str, trust: HostTrust, *, containerd: bool) -
     file changed; NotOurs when the folder belongs to someone else."""
     folder = root / _folder_name(trust.host)
     _claim(folder, owner)
-    changed = _atomic_write(folder / "ca.crt", trust.ca_pem)
+    changed = False
+    if trust.ca_pem:
+        changed |= _atomic_write(folder / "ca.crt", trust.ca_pem)
     if containerd:
-        changed |= _atomic_write(folder / "hosts.toml", containerd_hosts_toml(trust, folder))
+        changed |= _atomic_write(folder / "hosts.toml", containerd_hosts_toml(trust))
     return changed
 
 
+def owners_in(root: Path) -> dict[str, list[str]]:
+    """The host folders under `root` the agent made, by owner."""
+    found: dict[str, list[str]] = {}
+    if root.is_dir():
+        for folder in sorted(root.iterdir()):
+            marker = folder / OWNER_FILE
+            if folder.is_dir() and marker.is_file():
+                found.setdefault(marker.read_text().strip(), []).append(folder.name)
+    return found
+
+
+def remove_host(root: Path, owner: str, host: str) -> bool:
+    """Delete one host folder `owner` made (only the files it wrote; the folder too when
+    nothing else is left in it). False when it is not there or not `owner`'s."""
+    folder = root / _folder_name(host)
+    marker = folder / OWNER_FILE
+    if not marker.is_file() or marker.read_text().strip() != owner:
+        return False
+    for name in ("hosts.toml", "ca.crt", OWNER_FILE):
+        (folder / name).unlink(missing_ok=True)
+    if not any(folder.iterdir()):
+        folder.rmdir()
+    return True
+
+
 def remove_owner(root: Path, owner: str) -> list[str]:
-    """Delete every host folder under `root` that `owner` made (only the files it
-    wrote; the folder too when nothing else is left in it). Returns the hosts."""
-    removed: list[str] = []
-    if not root.is_dir():
-        return removed
-    for folder in sorted(root.iterdir()):
-        marker = folder / OWNER_FILE
-        if not marker.is_file() or marker.read_text().strip() != owner:
-            continue
-        for name in ("hosts.toml", "ca.crt", OWNER_FILE):
-            (folder / name).unlink(missing_ok=True)
-        if not any(folder.iterdir()):
-            folder.rmdir()
-        removed.append(folder.name)
-    return removed
+    """Delete every host folder under `root` that `owner` made. Returns the hosts."""
+    hosts = owners_in(root).get(owner, [])
+    return [host for host in hosts if remove_host(root, owner, host)]
 
 
 # -- containerd's configuration --------------------------------------------------------

@@ -22,6 +22,7 @@ from berth.api.registry import ManagementState, RegistrySpec, TLSMode
 from berth.constants import notifications_url, operator_image
 from berth.k8s.api import JSON, ApiException, Kube
 from berth.k8s.kinds import PVC, REGISTRY, SECRET
+from berth.reconcile import nodes
 from berth.reconcile.conditions import Cond
 from berth.reconcile.invalid import InvalidSpec, api_message
 from berth.reconcile.kit import EventRule, Outcome, Passes, checked, invalid_outcome, publish
@@ -32,6 +33,7 @@ from berth.reconcile.registry_material import (
 )
 from berth.reconcile.registry_observe import Live, observe
 from berth.reconcile.unmanaged import probe_external
+from berth.resources.nodeagent import agent_settings
 from berth.resources.registry import (
     ROUTE_API,
     Child,
@@ -141,7 +143,13 @@ async def _managed(kube: Kube, target: RegistryTarget) -> Outcome:
     applier.writes += await _delete_all(kube, target, unwanted(inputs))
     await _read_observed(kube, inputs, applier.live)
     outcome = observe(inputs, applier.live)
-    outcome.writes = applier.writes
+    token = applier.live.get(("Service", inputs.names.token_server))
+    nodes_result = await nodes.integrate(
+        kube, inputs, cluster_ip, (token or {}).get("spec", {}).get("clusterIP")
+    )
+    outcome.conditions.append(nodes_result.condition)
+    outcome.fields.update(nodes_result.fields)
+    outcome.writes = applier.writes + nodes_result.writes
     return outcome
 
 
@@ -175,9 +183,10 @@ async def _delete_all(kube: Kube, target: RegistryTarget, children: list[Child])
 
 
 async def delete_cluster_children(kube: Kube, namespace: str, name: str) -> int:
-    """Cluster-scoped children, which ownerReferences cannot clean up."""
+    """Cluster-scoped children and the plan for the nodes (in the agent's namespace),
+    which ownerReferences cannot clean up."""
     names = RegistryNames(name)
-    deleted = 0
+    deleted = await nodes.withdraw(kube, namespace, name, agent_settings())
     for child in cluster_scoped():
         deleted += await kube.delete(child.kind, None, child.name_in(names, namespace))
     return deleted
@@ -190,6 +199,7 @@ async def _removed(kube: Kube, target: RegistryTarget) -> Outcome:
     """The workload goes; storage, certificates and credentials stay, so that turning
     the registry back on finds its images and its clients still trust it."""
     writes = await _delete_all(kube, target, removed(target))
+    writes += await nodes.withdraw(kube, target.namespace, target.names.registry, agent_settings())
     pvc = target.spec.storage.pvc if target.spec.storage else None
     kept = "storage deleted (deleteOnRemove)" if pvc and pvc.delete_on_remove else "storage kept"
     return Outcome(
@@ -197,8 +207,9 @@ async def _removed(kube: Kube, target: RegistryTarget) -> Outcome:
             Cond(READY, False, "Removed", f"managementState is Removed: workload deleted, {kept}"),
             Cond(PROGRESSING, False, "Removed", ""),
             Cond(DEGRADED, False, "Removed", ""),
+            Cond(nodes.NODES_READY, False, "Removed", "no registry to configure nodes for"),
         ],
-        {"readyReplicas": 0},
+        {"readyReplicas": 0, "nodes": None},
         writes,
     )
 

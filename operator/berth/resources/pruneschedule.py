@@ -256,19 +256,24 @@ def desired_children(inputs: PruneInputs) -> list[dict[str, Any]]:
     if not inputs.cross_namespace:
         rules += _registry_rules(inputs)
     children = [
-        render("prune/serviceaccount.yaml.j2", names=names, labels=child),
         render(
-            "prune/role.yaml.j2",
+            "common/serviceaccount.yaml.j2",
+            name=names.service_account,
+            namespace=names.namespace,
+            labels=child,
+        ),
+        render(
+            "common/role.yaml.j2",
             name=names.role,
             namespace=names.namespace,
             labels=child,
             rules=rules,
         ),
         render(
-            "prune/rolebinding.yaml.j2",
+            "common/rolebinding.yaml.j2",
             name=names.role,
             namespace=names.namespace,
-            names=names,
+            subject=names.service_account,
             labels=child,
         ),
         cron_job(inputs),
@@ -288,17 +293,18 @@ def unowned_children(inputs: PruneInputs) -> list[dict[str, Any]]:
     if inputs.cross_namespace:
         children += [
             render(
-                "prune/role.yaml.j2",
+                "common/role.yaml.j2",
                 name=names.registry_role,
                 namespace=inputs.registry_namespace,
                 labels=child,
                 rules=_registry_rules(inputs),
             ),
             render(
-                "prune/rolebinding.yaml.j2",
+                "common/rolebinding.yaml.j2",
                 name=names.registry_role,
                 namespace=inputs.registry_namespace,
-                names=names,
+                subject=names.service_account,
+                subject_namespace=names.namespace,
                 labels=child,
             ),
         ]

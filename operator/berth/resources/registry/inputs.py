@@ -35,6 +35,18 @@ class RegistryMaterial:
     serving_names: tuple[str, ...] = ()  # CertManager: the names to request
     token_server_tls: TLSMaterial | None = None  # Token with TLS: the token server's cert
     notifications_token: str | None = None  # sent with notifications to the operator
+    # CAs trusted beside `ca` during a CA rotation: the next one before it signs, the
+    # previous one after (its certificates may still be served).
+    ca_trusted: tuple[str, ...] = ()
+
+    @property
+    def ca_bundle(self) -> str:
+        """Every CA a client must trust, in a stable order (the same set before and
+        after a rotation's switch makes the same bundle)."""
+        pems = {pem.strip() + "\n" for pem in self.ca_trusted}
+        if self.ca is not None:
+            pems.add(self.ca.cert_pem.strip() + "\n")
+        return "".join(sorted(pems))
 
     @property
     def token_ca_pem(self) -> str | None:

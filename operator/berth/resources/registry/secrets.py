@@ -104,15 +104,14 @@ def ca(inputs: RegistryInputs) -> dict[str, Any]:
 
 
 def ca_config_map(inputs: RegistryInputs) -> dict[str, Any]:
-    """The CA's certificate, for clients (status.caConfigMap)."""
-    pair = inputs.material.ca
-    assert pair is not None
+    """The CA bundle, for clients (status.caConfigMap)."""
+    assert inputs.material.ca is not None
     return render(
         "registry/ca-configmap.yaml.j2",
         names=inputs.names,
         namespace=inputs.namespace,
         labels=labels(inputs.names.registry, "ca"),
-        ca_pem=pair.cert_pem,
+        ca_pem=inputs.material.ca_bundle,
     )
 
 
