@@ -160,6 +160,12 @@ def _session_node(local_cluster: LocalCluster | None) -> RealNode | None:
 
 
 @pytest.fixture(scope="session")
+def session_node(local_cluster: LocalCluster | None) -> RealNode | None:
+    """The session's real node when it has one; tests that work either way take this."""
+    return _session_node(local_cluster)
+
+
+@pytest.fixture(scope="session")
 def operator(
     kubeconfig: Path, berth_crds: list[str], local_cluster: LocalCluster | None
 ) -> Iterator[RunningOperator]:

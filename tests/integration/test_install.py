@@ -40,6 +40,7 @@ from berth.constants import GROUP, VERSION
 from berth.k8s.api import Kube
 from berth.k8s.kinds import kind_of
 from testbed.cluster import KWOK_NAMESPACE_ANNOTATIONS, free_port
+from testbed.node import RealNode
 from testbed.testbin import REPO_ROOT, ensure_built
 
 pytestmark = pytest.mark.cluster
@@ -272,7 +273,7 @@ def _service_account_kubeconfig(
     as_sa = Kube.from_environment(str(path))
     try:
         with pytest.raises(ApiException) as refused:
-            as_sa.request_sync("GET", "/api/v1/nodes")
+            as_sa.request_sync("GET", "/api/v1/persistentvolumes")
     finally:
         as_sa.close()
     assert refused.value.status == 403
@@ -304,7 +305,11 @@ PLURALS = {"Registry": "registries", "TagPolicy": "tagpolicies", "PruneSchedule"
 
 
 def test_the_operator_works_with_the_charts_rbac(
-    bin_dir: Path, kube: Kube, api_client: client.ApiClient, tmp_path: Path
+    bin_dir: Path,
+    kube: Kube,
+    api_client: client.ApiClient,
+    tmp_path: Path,
+    session_node: RealNode | None,
 ) -> None:
     running = [t.name for t in threading.enumerate() if t.name == "berth-operator" and t.is_alive()]
     assert not running, (
@@ -325,11 +330,18 @@ def test_the_operator_works_with_the_charts_rbac(
     ]
     # An image that is neither default: the children must run the chart's image.
     image = f"registry.example/berth-under-test:{suffix}"
+    # The node agent runs on the real node: the chart is told where that node keeps its
+    # files, as an install on such a node would be.
+    agent_values = [
+        f"--set=nodeAgent.{key}={value}"
+        for key, value in (session_node.agent_settings() if session_node else {}).items()
+    ]
     objects = installgen.objects(
         installgen.helm_template(
             bin_dir / "helm",
             # --set-string: a suffix of digits only (e.g. 825720) would be a number.
             "--set-string", f"image.repository={image.split(':')[0]},image.tag={suffix}",
+            *agent_values,
             release=release,
             namespace=install_ns,
         )
