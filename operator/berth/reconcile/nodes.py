@@ -139,14 +139,6 @@ async def withdraw(kube: Kube, namespace: str, name: str, settings: NodeAgentSet
     return int(await kube.delete(CONFIG_MAP, settings.namespace, config_map))
 
 
-async def published_plan(kube: Kube, namespace: str, name: str) -> NodePlan | None:
-    """The plan the nodes currently get for a Registry, if any."""
-    settings = agent_settings()
-    found = await kube.get(CONFIG_MAP, settings.namespace, plan_name(namespace, name))
-    text = ((found or {}).get("data") or {}).get(PLAN_KEY)
-    return NodePlan.from_json(text) if text else None
-
-
 async def agents_hold(kube: Kube, namespace: str, name: str, ca_pem: str) -> bool:
     """Whether every running agent has written a plan for the Registry whose CA bundle
     holds `ca_pem` (a CA rotation waits for this before the new CA signs). Nodes with no
