@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -174,17 +175,37 @@ def needs_renewal(cert_pem: str, names: list[str], *, ca_pem: str | None = None)
     present |= {str(v) for v in sans.get_values_for_type(x509.IPAddress)}
     if present != set(names):
         return "the registry's names changed"
-    if ca_pem is not None:
-        ca_cert = x509.load_pem_x509_certificate(ca_pem.encode())
-        if cert.issuer != ca_cert.subject:
-            return "it was not issued by the current CA"
+    if ca_pem is not None and not issued_by(cert, ca_pem):
+        return "it was not issued by the current CA"
     return None
 
 
+def issued_by(cert: x509.Certificate, ca_pem: str) -> bool:
+    """Whether the CA in `ca_pem` signed `cert`: by its signature, as the CAs of one
+    Registry share a name across rotations."""
+    ca_cert = x509.load_pem_x509_certificate(ca_pem.encode())
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def ca_is_valid(ca: CertKey) -> bool:
+    """Whether `ca` is a certificate and its key, not yet expired."""
+    return _ca_time_left(ca) > datetime.timedelta(0)
+
+
 def ca_is_usable(ca: CertKey) -> bool:
+    """Whether `ca` may sign serving certificates for their whole validity (else it is
+    time to rotate it)."""
+    return _ca_time_left(ca) > SERVING_VALIDITY
+
+
+def _ca_time_left(ca: CertKey) -> datetime.timedelta:
     try:
         cert = x509.load_pem_x509_certificate(ca.cert_pem.encode())
         serialization.load_pem_private_key(ca.key_pem.encode(), password=None)
-    except ValueError:
-        return False
-    return cert.not_valid_after_utc - _now() > SERVING_VALIDITY
+    except (ValueError, TypeError):
+        return datetime.timedelta(0)
+    return cert.not_valid_after_utc - _now()

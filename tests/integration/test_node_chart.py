@@ -14,7 +14,8 @@ ServiceAccount. The sample Registry (Token auth, SelfSigned TLS), on a PVC, then
    deletes what the rules say (never the image in use), then the GC Job runs the real
    `garbage-collect` on the PVC while the registry is read-only, and it is read-write
    after;
-5. a credential rotation while the kubelet pulls in a loop: no pull fails.
+5. a credential rotation while the kubelet pulls in a loop: no pull fails; the same
+   for a CA rotation.
 
 Nothing configures the node by hand: Berth's node agent (a DaemonSet the operator runs)
 makes it resolve the registry's and its token realm's names and trust Berth's CA; the
@@ -25,6 +26,7 @@ test_install.py, before the session's in-process operator starts: one operator o
 
 from __future__ import annotations
 
+import base64
 import datetime
 import subprocess
 import threading
@@ -36,10 +38,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from kubernetes import client
 
+from berth import pki
 from berth.constants import DEFAULT_OPERATOR_IMAGE, GROUP, VERSION
 from berth.resources.access import pull_secret_name
+from berth.resources.nodeagent import agent_selector
 from testbed.cluster import wait_for
 from testbed.node import RealNode
 from testbed.nodeimages import workload_image
@@ -442,6 +447,97 @@ def test_no_pull_fails_during_a_credential_rotation(bed: Bed) -> None:
     assert sum(holder != first for holder, _ in outcomes) >= 3
 
 
+def _serving_signer(bed: Bed, first_ca: str) -> str:
+    """Which CA signed the registry's serving certificate: "old" (`first_ca`) or "new"."""
+    secret = client.CoreV1Api(bed.api).read_namespaced_secret("registry-tls", bed.home)
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret.data["tls.crt"]))
+    return "old" if pki.issued_by(cert, first_ca) else "new"
+
+
+def _ca_pem(bed: Bed) -> str:
+    """The CA that signs (the CA Secret's ca.crt)."""
+    secret = client.CoreV1Api(bed.api).read_namespaced_secret("registry-ca", bed.home)
+    return base64.b64decode(secret.data["ca.crt"]).decode()
+
+
+def _rolled_out(bed: Bed) -> bool:
+    apps = client.AppsV1Api(bed.api)
+    for name in ("registry", "registry-auth"):
+        found = apps.read_namespaced_deployment(name, bed.home)
+        status, wanted = found.status, found.spec.replicas
+        if (status.observed_generation or 0) < found.metadata.generation or (
+            status.updated_replicas,
+            status.ready_replicas,
+            status.replicas,
+        ) != (wanted, wanted, wanted):
+            return False
+    return True
+
+
+def test_no_pull_fails_during_a_ca_rotation(bed: Bed) -> None:
+    """The new CA reaches the node (the agent's ca.crt) and the CA ConfigMap before it
+    signs; the registry and token server then roll onto certificates it signed. A Pod
+    restarting in a loop and fresh Pods pulling one after another meet every phase."""
+    assert bed.digests, "the push test before this one failed"
+    core = client.CoreV1Api(bed.api)
+    custom = client.CustomObjectsApi(bed.api)
+    image = bed.image(f"{bed.team}/app", "new")
+    # One Pod can go on serving while the other starts: the volume is on the one node.
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, bed.home, "registries", "registry",
+        {"spec": {"rolloutStrategy": "RollingUpdate"}},
+    )  # fmt: skip
+    wait_for("a rolled-out registry", lambda: _rolled_out(bed), 120, interval=1)
+    first_ca = _ca_pem(bed)
+    assert _serving_signer(bed, first_ca) == "old"
+    node_ca = bed.node.certs_d / f"registry.{bed.home}.svc:5000" / "ca.crt"
+    ns.run_pod(bed.api, bed.team, "looping", image, "cat /proof.txt; exit 1", pull_always=True)
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, bed.home, "registries", "registry",
+        {"metadata": {"annotations": {"berth.dev/rotate-ca": "e2e-1"}}},
+    )  # fmt: skip
+    outcomes: list[tuple[str, str]] = []  # (signer before the pull, outcome)
+    node_held_new_ca: bool | None = None  # when the new CA was first seen signing
+    deadline = time.monotonic() + 360
+    after = index = 0
+    while time.monotonic() < deadline and after < 3:
+        signer = _serving_signer(bed, first_ca)
+        if signer == "new" and node_held_new_ca is None:
+            # It signs now: the node's ca.crt holds it already, and the old CA still.
+            held = node_ca.read_text()
+            node_held_new_ca = _ca_pem(bed).strip() in held and first_ca.strip() in held
+        name = f"ca-puller-{index}"
+        ns.run_pod(bed.api, bed.team, name, image, "cat /proof.txt", pull_always=True,
+                   restart="Never")  # fmt: skip
+        outcomes.append((signer, ns.wait_outcome(bed.api, bed.team, name)))
+        core.delete_namespaced_pod(name, bed.team, grace_period_seconds=0)
+        after += signer == "new" and _rolled_out(bed)
+        index += 1
+        time.sleep(2)
+    looping = core.list_namespaced_event(
+        bed.team, field_selector="involvedObject.name=looping,involvedObject.kind=Pod"
+    ).items
+    core.delete_namespaced_pod("looping", bed.team, grace_period_seconds=0)
+    assert [o for o in outcomes if o[1] != "pulled"] == []
+    signers = [signer for signer, _ in outcomes]
+    assert "old" in signers, signers
+    assert after >= 3, f"the rotation did not finish: {signers}"
+    assert node_held_new_ca, "the node's ca.crt lacked a CA when the new one signed"
+    pulled = [e for e in looping if e.reason == "Pulled"]
+    failed = [e.message for e in looping if e.reason == "Failed" and "pull" in e.message.lower()]
+    assert failed == []
+    assert sum(e.count or 1 for e in pulled) >= 3, [(e.reason, e.count) for e in looping]
+    # The Pods the registry and token server now run serve the new CA's certificates,
+    # and the node trusts them through the agent's file.
+    assert bed.registry is not None
+    fresh_ca = _ca_pem(bed)
+    assert fresh_ca != first_ca
+    assert fresh_ca.strip() in node_ca.read_text()
+    # A client of the CA ConfigMap reads it again, as a mounted copy is updated.
+    bed.registry = served(bed.api, bed.home, "registry")
+    assert fresh_ca.strip().encode() in bed.registry.ca_pem
+
+
 def test_a_pod_runs_within_a_minute_of_the_push_and_an_ungranted_one_meets_auth(
     bed: Bed,
 ) -> None:
@@ -478,6 +574,81 @@ def test_a_pod_runs_within_a_minute_of_the_push_and_an_ungranted_one_meets_auth(
     assert "401" in outcome or "unauthorized" in outcome.lower(), outcome
     for other_failure in ("x509", "certificate", "no such host", "connection refused"):
         assert other_failure not in outcome, outcome
+
+
+def _agent_files(bed: Bed) -> tuple[bool, bool]:
+    """(hosts lines, certs.d folder) of the agent's for the Registry, on the node."""
+    owner = f"{bed.home}/registry"
+    hosts_file = Path(bed.node.agent_settings()["hostsFile"])
+    folder = bed.node.certs_d / f"registry.{bed.home}.svc:5000"
+    return f"# berth {owner}" in hosts_file.read_text(), (folder / ".berth-owner").is_file()
+
+
+def test_a_node_leaving_the_agents_scope_loses_its_files_and_gets_them_back(
+    bed: Bed, kubeconfig: Path
+) -> None:
+    """The agent's nodeSelector no longer matches the node: the DaemonSet stops its Pod
+    there, and the agent, told apart from a restart, removes its files. The node
+    labelled to match again gets an agent and its files back."""
+    assert _agent_files(bed) == (True, True)
+    core = client.CoreV1Api(bed.api)
+    label = "berth.dev/e2e-agent"
+    restored = False
+    _helm(
+        kubeconfig, "upgrade", bed.release, str(REPO_ROOT / "charts" / "berth"),
+        "--namespace", bed.system, "--reuse-values",
+        "--set", f"nodeAgent.nodeSelector.{label.replace('.', chr(92) + '.')}=yes",
+    )  # fmt: skip
+    try:
+        wait_for("the agent's files gone", lambda: _agent_files(bed) == (False, False), 180,
+                 interval=1)  # fmt: skip
+
+        def out_of_scope() -> bool:
+            message = ns.condition(_registry(bed), "NodesReady").get("message", "")
+            return f"{ns.NODE_NAME}: outside the agent's nodeSelector ({label}=yes)" in message
+
+        wait_for("NodesReady to say why", out_of_scope, 120, interval=1)
+        assert _registry(bed)["status"]["nodes"] == {"configured": 0, "total": 2}
+        core.patch_node(ns.NODE_NAME, {"metadata": {"labels": {label: "yes"}}})
+        wait_for("the agent's files back", lambda: _agent_files(bed) == (True, True), 180,
+                 interval=1)  # fmt: skip
+        wait_for(
+            "the real node configured again",
+            lambda: _registry(bed)["status"]["nodes"] == {"configured": 1, "total": 2},
+            120,
+            interval=1,
+        )
+        # Back to no nodeSelector: the DaemonSet replaces its Pod on the node, a restart,
+        # and the files stay throughout.
+        [before] = _agent_pods(bed)
+        _helm(
+            kubeconfig, "upgrade", bed.release, str(REPO_ROOT / "charts" / "berth"),
+            "--namespace", bed.system, "--reuse-values", "--set", "nodeAgent.nodeSelector=null",
+        )  # fmt: skip
+        samples: list[tuple[bool, bool]] = []
+
+        def replaced() -> bool:
+            samples.append(_agent_files(bed))
+            pods = _agent_pods(bed)
+            return bool(pods) and before not in pods
+
+        restored = True
+        wait_for("the agent Pod replaced", replaced, 180, interval=0.5)
+        assert set(samples) == {(True, True)}, samples
+    finally:
+        if not restored:
+            _helm(
+                kubeconfig, "upgrade", bed.release, str(REPO_ROOT / "charts" / "berth"),
+                "--namespace", bed.system, "--reuse-values",
+                "--set", "nodeAgent.nodeSelector=null",
+            )  # fmt: skip
+        core.patch_node(ns.NODE_NAME, {"metadata": {"labels": {label: None}}})
+
+
+def _agent_pods(bed: Bed) -> list[str]:
+    core = client.CoreV1Api(bed.api)
+    pods = core.list_namespaced_pod("berth-node", label_selector=agent_selector()).items
+    return [p.metadata.name for p in pods if p.status.phase == "Running"]
 
 
 def test_deleting_the_registry_removes_the_agents_files_and_no_others(bed: Bed) -> None:

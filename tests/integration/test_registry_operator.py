@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import datetime
 import ssl
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,12 +19,14 @@ from typing import Any
 import pytest
 import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from berth import pki
 from berth.constants import GROUP, LABEL_INSTANCE, VERSION
 from berth.k8s.api import Kube
+from berth.reconcile import rotation
 from berth.reconcile.registry import reconcile_registry
 from testbed.cluster import free_port, wait_for
 from testbed.registry import LocalRegistry
@@ -549,3 +553,169 @@ def test_maintenance_annotation_switches_to_read_only_and_back(
         api_client, namespace, "maint", "False", condition_type="ReadOnly", reason="ReadWrite"
     )
     assert not config_read_only()
+
+
+@pytest.fixture
+def fast_ca_rotation() -> Any:
+    saved = (rotation.TIMING.propagation, rotation.TIMING.retire_grace)
+    rotation.TIMING.propagation = datetime.timedelta(seconds=3)
+    rotation.TIMING.retire_grace = datetime.timedelta(seconds=6)
+    yield
+    rotation.TIMING.propagation, rotation.TIMING.retire_grace = saved
+
+
+def _pems(bundle: str) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(bundle.encode())
+
+
+@pytest.mark.usefixtures("fast_ca_rotation")
+def test_a_ca_rotation_is_trusted_before_it_signs_and_the_old_ca_leaves_last(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    """Every sample sees the serving certificates' CA in the published bundle; the new
+    CA signs only after it was published, and the old one leaves once nothing it signed
+    is served."""
+    create_registry(api_client, namespace, "rot", SAMPLE["spec"])
+    wait_condition(api_client, namespace, "rot", "True")
+    core = client.CoreV1Api(api_client)
+
+    def serving() -> list[x509.Certificate]:
+        return [
+            x509.load_pem_x509_certificate(
+                base64.b64decode(core.read_namespaced_secret(name, namespace).data["tls.crt"])
+            )
+            for name in ("rot-tls", "rot-auth-tls")
+        ]
+
+    def bundle() -> list[x509.Certificate]:
+        return _pems(core.read_namespaced_config_map("rot-ca", namespace).data["ca.crt"])
+
+    [first] = bundle()
+    assert all(pki.issued_by(cert, _pem(first)) for cert in serving())
+    _custom(api_client).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "registries", "rot",
+        {"metadata": {"annotations": {"berth.dev/rotate-ca": "1"}}},
+    )  # fmt: skip
+    # The kwok node's agent Pod "runs" but writes nothing: the new CA waits for it.
+    wait_for("the new CA staged", lambda: len(bundle()) == 2, 20)
+    time.sleep(rotation.TIMING.propagation.total_seconds() + 3)
+    assert all(pki.issued_by(cert, _pem(first)) for cert in serving())
+    waiting = condition(get_registry(api_client, namespace, "rot"), "NodesReady")
+    assert waiting["reason"] == "PlanNotApplied", waiting
+    # Without node integration nothing is waited for on the nodes.
+    _custom(api_client).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "registries", "rot",
+        {"spec": {"nodeIntegration": {"enabled": False}}},
+    )  # fmt: skip
+    bundles: list[int] = [1]
+    signers: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        certs, trusted = serving(), bundle()  # the certificates first, the trust after
+        for cert in certs:
+            assert any(pki.issued_by(cert, _pem(ca)) for ca in trusted), "served untrusted"
+        signer = "old" if pki.issued_by(certs[0], _pem(first)) else "new"
+        if not signers or signers[-1] != signer:
+            signers.append(signer)
+        if not bundles or bundles[-1] != len(trusted):
+            bundles.append(len(trusted))
+        if bundles[-1] == 1 and signer == "new":
+            break
+        time.sleep(0.2)
+    assert signers == ["old", "new"], (signers, bundles, _ca_state(api_client, namespace))
+    assert bundles == [1, 2, 1], bundles  # staged, kept through the switch, retired
+    [last] = bundle()
+    assert last != first
+    assert all(pki.issued_by(cert, _pem(last)) for cert in serving())
+    ca_secret = core.read_namespaced_secret("rot-ca", namespace)
+    assert base64.b64decode(ca_secret.data["ca.crt"]).decode() == _pem(last)
+    reasons = [
+        e.reason
+        for e in core.list_namespaced_event(
+            namespace, field_selector="involvedObject.name=rot,involvedObject.kind=Registry"
+        ).items
+    ]
+    assert {"CARotationStaged", "CARotated", "CARetired"} <= set(reasons), reasons
+    # The same request again is no new rotation.
+    time.sleep(5)
+    assert bundle() == [last]
+
+
+def _pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _hosting(api_client: client.ApiClient) -> Any:
+    try:
+        return client.CoreV1Api(api_client).read_namespaced_config_map(
+            "local-registry-hosting", "kube-public"
+        )
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def test_the_local_registry_is_published_once_and_never_over_someone_elses(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    """KEP-1755: the Registry marked as the cluster's local registry is named in
+    kube-public/local-registry-hosting; a second one is told who holds it; a ConfigMap
+    Berth did not make is left alone."""
+    assert _hosting(api_client) is None
+    spec = copy.deepcopy(SAMPLE["spec"])
+    spec["nodeIntegration"] = {"localRegistryHosting": True}
+    create_registry(api_client, namespace, "local", spec)
+    wait_condition(api_client, namespace, "local", "True", condition_type="LocalRegistryHosting")
+    published = yaml.safe_load(_hosting(api_client).data["localRegistryHosting.v1"])
+    internal = f"local.{namespace}.svc:5000"
+    assert published == {
+        "host": internal,
+        "hostFromClusterNetwork": internal,
+        "hostFromContainerRuntime": internal,
+    }
+    create_registry(api_client, namespace, "second", spec)
+    held = wait_condition(
+        api_client, namespace, "second", "False", condition_type="LocalRegistryHosting",
+        reason="HeldByOther",
+    )  # fmt: skip
+    assert f"Registry {namespace}/local" in held["message"]
+    # The first one lets go of it when it no longer asks: then the second takes it.
+    _custom(api_client).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "registries", "local",
+        {"spec": {"nodeIntegration": {"localRegistryHosting": False}}},
+    )  # fmt: skip
+    wait_condition(
+        api_client, namespace, "second", "True", condition_type="LocalRegistryHosting", timeout=90
+    )
+    assert f"second.{namespace}.svc:5000" in _hosting(api_client).data["localRegistryHosting.v1"]
+    # Deleting the holder deletes it; a ConfigMap someone else made stays as it is.
+    _custom(api_client).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, "registries", "second"
+    )
+    wait_for("the ConfigMap gone", lambda: _hosting(api_client) is None, 30)
+    core = client.CoreV1Api(api_client)
+    foreign = {"metadata": {"name": "local-registry-hosting"},
+               "data": {"localRegistryHosting.v1": 'host: "localhost:5001"\n'}}  # fmt: skip
+    core.create_namespaced_config_map("kube-public", foreign)
+    try:
+        _custom(api_client).patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "registries", "local",
+            {"spec": {"nodeIntegration": {"localRegistryHosting": True}}},
+        )  # fmt: skip
+        wait_condition(
+            api_client, namespace, "local", "False", condition_type="LocalRegistryHosting",
+            reason="HeldByOther",
+        )  # fmt: skip
+        assert _hosting(api_client).data == foreign["data"]
+    finally:
+        core.delete_namespaced_config_map("local-registry-hosting", "kube-public")
+
+
+def _ca_state(api_client: client.ApiClient, namespace: str) -> Any:
+    secret = client.CoreV1Api(api_client).read_namespaced_secret("rot-ca", namespace)
+    record = base64.b64decode(secret.data.get("rotation.json", "")).decode()
+    registry = get_registry(api_client, namespace, "rot")
+    pods = client.CoreV1Api(api_client).list_namespaced_pod("berth-node").items
+    nodes_ready = condition(registry, "NodesReady")
+    return record[-300:], nodes_ready, [(p.metadata.name, p.status.phase) for p in pods]

@@ -161,3 +161,34 @@ def test_token_signing_defaults() -> None:
 def test_token_signing_common_name_is_not_cut() -> None:
     with pytest.raises(ValueError, match="length must be"):
         generate_signing_key_pair("s" * 65)
+
+
+def test_a_certificate_from_another_ca_of_the_same_name_needs_renewal() -> None:
+    """A Registry's CAs share their name across rotations: the signature decides."""
+    first, second = pki.new_ca("berth team/reg CA"), pki.new_ca("berth team/reg CA")
+    assert _cert(first.cert_pem).subject == _cert(second.cert_pem).subject
+    serving = pki.issue_serving(first, ["reg.team.svc"])
+    assert pki.needs_renewal(serving.cert_pem, ["reg.team.svc"], ca_pem=first.cert_pem) is None
+    assert (
+        pki.needs_renewal(serving.cert_pem, ["reg.team.svc"], ca_pem=second.cert_pem)
+        == "it was not issued by the current CA"
+    )
+
+
+def test_a_ca_close_to_expiry_is_valid_but_not_usable() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = pki.build_certificate(
+        "old CA", key.public_key(), key, pki.SERVING_VALIDITY - datetime.timedelta(days=1), []
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()  # fmt: skip
+    expiring = pki.CertKey(cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem)
+    assert pki.ca_is_valid(expiring)
+    assert not pki.ca_is_usable(expiring)
+    fresh = pki.new_ca("new CA")
+    assert pki.ca_is_valid(fresh)
+    assert pki.ca_is_usable(fresh)
+    assert not pki.ca_is_valid(pki.CertKey("not a certificate", key_pem))
+    assert not pki.ca_is_valid(pki.CertKey(fresh.cert_pem, "not a key"))

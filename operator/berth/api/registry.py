@@ -85,6 +85,8 @@ class RegistryConditionType(StrEnum):
     READ_ONLY = "ReadOnly"
     # True when every node resolves and trusts the registry (the node agent's reports).
     NODES_READY = "NodesReady"
+    # True while kube-public/local-registry-hosting (KEP-1755) names this registry.
+    LOCAL_REGISTRY_HOSTING = "LocalRegistryHosting"
 
 
 SINGLE_NODE_ACCESS_MODES: Final = frozenset(

@@ -29,6 +29,18 @@ class Debouncer:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def request_after(self, namespace: str, name: str, seconds: float) -> None:
+        """A request `seconds` from now (a pass that is due then, e.g. a rotation's next
+        step); an earlier request does not cancel it."""
+
+        async def later() -> None:
+            await asyncio.sleep(seconds)
+            self.request(namespace, name)
+
+        task = asyncio.create_task(later(), name=f"debounce {namespace}/{name} later")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _run(self, key: Key) -> None:
         try:
             await asyncio.sleep(self.delay)

@@ -14,10 +14,9 @@ from berth.constants import (
     REGISTRY_PLURAL,
     VERSION,
 )
-from berth.handlers.settings import DRIFT_INTERVAL, Memo, refuse_invalid
+from berth.handlers.settings import DRIFT_INTERVAL, Memo, refuse_invalid, registry_pass
 from berth.reconcile import access
 from berth.reconcile import registry as reconcile
-from berth.reconcile.kit import Outcome
 from berth.resources.access import LABEL_REGISTRY, LABEL_REGISTRY_NAMESPACE
 from berth.resources.registry import RegistryNames, watched_kinds
 
@@ -27,10 +26,6 @@ REGISTRIES = (GROUP, VERSION, REGISTRY_PLURAL)
 CHILD_RESOURCES = [kind.resource for kind in watched_kinds()]
 
 
-async def _pass(memo: Memo, namespace: str, name: str) -> Outcome | None:
-    return await reconcile.reconcile_registry(memo.kube, namespace, name)
-
-
 @kopf.on.resume(*REGISTRIES)
 @kopf.on.create(*REGISTRIES)
 @kopf.on.update(*REGISTRIES)
@@ -38,13 +33,13 @@ async def registry_changed(namespace: str | None, name: str, memo: Memo, **_: An
     assert namespace is not None  # Registries are namespaced
     memo.registries.add((namespace, name))
     memo.access_debouncer.request(namespace, name)
-    refuse_invalid(await _pass(memo, namespace, name))
+    refuse_invalid(await registry_pass(memo, namespace, name))
 
 
 @kopf.timer(*REGISTRIES, interval=DRIFT_INTERVAL, initial_delay=DRIFT_INTERVAL)
 async def registry_drift(namespace: str | None, name: str, memo: Memo, **_: Any) -> None:
     assert namespace is not None
-    await _pass(memo, namespace, name)
+    await registry_pass(memo, namespace, name)
     # Also moves rotations on: a pending credential is handed out after its propagation.
     memo.access_debouncer.request(namespace, name)
 

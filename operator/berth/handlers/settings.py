@@ -73,7 +73,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> No
     memo.kube = Kube.from_environment()
 
     async def reconcile(namespace: str, name: str) -> object:
-        return await reconcile_registry(memo.kube, namespace, name)
+        return await registry_pass(memo, namespace, name)
 
     memo.registry_debouncer = Debouncer(CHILD_EVENT_DELAY, reconcile)
 
@@ -101,6 +101,16 @@ async def configure(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> No
             memo.registry_debouncer.request(namespace, name)
 
     memo.node_reports = asyncio.create_task(follow_reports(memo.kube, request_all_registries))
+
+
+async def registry_pass(memo: Memo, namespace: str, name: str) -> Outcome | None:
+    """A Registry's pass, and the next one asked for when it is due before the drift
+    timer's (a CA rotation's next step)."""
+    outcome = await reconcile_registry(memo.kube, namespace, name)
+    due = outcome.next_check if outcome is not None else None
+    if due is not None and due < DRIFT_INTERVAL:
+        memo.registry_debouncer.request_after(namespace, name, due)
+    return outcome
 
 
 @kopf.on.cleanup()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from berth.k8s.api import JSON, ApiException, Kube
-from berth.k8s.kinds import CONFIG_MAP, POD
+from berth.k8s.kinds import CONFIG_MAP, DAEMON_SET, NODE, POD
 from berth.node.files import (
     NotOurs,
     containerd_registry_dirs,
@@ -31,6 +31,9 @@ from berth.node.files import (
     write_trust,
 )
 from berth.resources.nodeagent import (
+    AGENT,
+    CERTS_DIR_NOT_READ,
+    CONFIG_PATH_UNSET,
     OWNER_ANNOTATION,
     PLAN_KEY,
     PLAN_LABEL,
@@ -39,14 +42,13 @@ from berth.resources.nodeagent import (
     NodeReport,
     RegistryReport,
     checksum,
+    left_scope,
 )
 
 logger = logging.getLogger(__name__)
 
 RESYNC_SECONDS: Final = 60  # files are checked again this often with no plan change
 RETRY_SECONDS: Final = 5.0
-CONFIG_PATH_UNSET: Final = "ContainerdConfigPathUnset"
-CERTS_DIR_NOT_READ: Final = "ContainerdCertsDirNotRead"
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,35 @@ def _converge_trust(root: Path, containerd: bool, plans: _Plans) -> dict[str, tu
 
 
 async def run_agent(kube: Kube, paths: NodePaths, *, node: str, pod: str, namespace: str) -> None:
-    """The agent's loop, until cancelled."""
+    """The agent's loop, until cancelled (SIGTERM); then, if its node has left the
+    agent's scope, its files go too."""
+    try:
+        await _keep_files(kube, paths, node=node, pod=pod, namespace=namespace)
+    except asyncio.CancelledError:
+        await asyncio.shield(stopping(kube, paths, node=node, namespace=namespace))
+        raise
+
+
+async def stopping(kube: Kube, paths: NodePaths, *, node: str, namespace: str) -> bool:
+    """Remove every file the agent made on `node` if it will not be back there (a
+    restart keeps them: the Pod that follows takes them over). Nothing is removed when
+    the API cannot say. Returns whether the files were removed."""
+    try:
+        found_node = await kube.get(NODE, None, node)
+        daemon_set = await kube.get(DAEMON_SET, namespace, AGENT)
+    except (ApiException, OSError) as error:
+        logger.warning("stopping; cannot tell whether the node leaves (%s): files kept", error)
+        return False
+    why = left_scope(found_node, daemon_set)
+    if why is None:
+        logger.info("stopping for a restart: the node's files stay")
+        return False
+    logger.info("stopping for good (%s): removing the agent's files", why)
+    converge(paths, node, [])
+    return True
+
+
+async def _keep_files(kube: Kube, paths: NodePaths, *, node: str, pod: str, namespace: str) -> None:
     selector = f"{PLAN_LABEL}=true"
     sent: str | None = None
     while True:

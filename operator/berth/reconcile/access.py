@@ -43,6 +43,8 @@ from berth.k8s.kinds import NAMESPACE, REGISTRY, SECRET, SERVICE, SERVICE_ACCOUN
 from berth.k8s.secrets import secret_value
 from berth.observability import REDACTOR
 from berth.reconcile.kit import Note, Outcome, Passes, publish
+from berth.reconcile.rotation import TIMING, Timing, parse_stamp, stamp
+from berth.reconcile.rotation import now as utc_now
 from berth.reconcile.unmanaged import SecretProblem, credentials_from_secret
 from berth.resources.access import (
     ALL_SERVICE_ACCOUNTS,
@@ -71,18 +73,6 @@ ANNOTATION_ROTATE: Final = f"{GROUP}/rotate-credentials"
 # Robot passwords are 256-bit random strings: no cost factor makes them harder to guess,
 # while a high one would cost seconds per namespace. bcrypt still, as htpasswd requires.
 ROBOT_BCRYPT_COST: Final = 5
-
-
-@dataclass
-class Timing:
-    """How long a new credential waits before clients get it (mounted Secrets reach
-    Pods within the kubelet's sync period), and how long an old one stays valid."""
-
-    propagation: datetime.timedelta = datetime.timedelta(seconds=90)
-    retire_grace: datetime.timedelta = datetime.timedelta(minutes=10)
-
-
-TIMING: Final = Timing()
 
 
 @dataclass
@@ -120,18 +110,6 @@ class AccessState:
         )
 
 
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
-def _time(moment: datetime.datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(text: str) -> datetime.datetime:
-    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
-
-
 def fingerprint(password: str) -> str:
     return hashlib.sha256(password.encode()).hexdigest()
 
@@ -155,7 +133,7 @@ async def _new_robot(namespace: str, phase: str, now: datetime.datetime) -> tupl
     REDACTOR.register(password)
     hashed = await asyncio.to_thread(hash_password, password, cost=ROBOT_BCRYPT_COST)
     username = f"robot-{namespace}"[:55].rstrip("-.") + "-" + secrets.token_hex(4)
-    record = RobotRecord(username, hashed, namespace, _time(now), phase, fingerprint(password))
+    record = RobotRecord(username, hashed, namespace, stamp(now), phase, fingerprint(password))
     return record, password
 
 
@@ -226,7 +204,7 @@ class _Observed:
 async def _reconcile(kube: Kube, registry: JSON, spec: RegistrySpec) -> Outcome:
     metadata = registry["metadata"]
     rns, rname = metadata["namespace"], metadata["name"]
-    now = _now()
+    now = utc_now()
     writes_before = kube.writes
     problems: list[str] = []
 
@@ -355,7 +333,7 @@ def recorded_state(
         state,
         # Robots of namespaces that left every grant are revoked at once.
         robots=[robot for plan in plans for robot in plan.robots],
-        last_rotation=_time(now) if any(plan.rotated for plan in plans) else state.last_rotation,
+        last_rotation=stamp(now) if any(plan.rotated for plan in plans) else state.last_rotation,
         rotation_request=state.rotation_request if rotation_request is None else rotation_request,
     )
 
@@ -398,7 +376,7 @@ def _in_grace(robot: RobotRecord, now: datetime.datetime) -> bool:
     """Whether `robot` is retiring and still valid."""
     if robot.phase != "retiring" or not robot.retire_at:
         return False
-    return _parse_time(robot.retire_at) > now
+    return parse_stamp(robot.retire_at) > now
 
 
 def _password_of(robot: RobotRecord | None, carried: tuple[str, str] | None) -> str | None:
@@ -419,7 +397,7 @@ def robot_to_mint(
     once), "pending" when its rotation is due, else None."""
     if held.active is None or held.password is None:
         return "active"
-    due = rotate_all or now - _parse_time(held.active.created) >= period
+    due = rotate_all or now - parse_stamp(held.active.created) >= period
     return "pending" if held.pending is None and due else None
 
 
@@ -441,14 +419,14 @@ def plan_namespace(
     if minted is not None:
         robot, password = minted
         pending = replace(robot, pending_password=password)
-    if pending is not None and now - _parse_time(pending.created) >= timing.propagation:
+    if pending is not None and now - parse_stamp(pending.created) >= timing.propagation:
         # Every client can have the new robot now: it replaces the old one in the pull
         # Secret, and the old one stays valid for the grace.
         assert pending.pending_password is not None
         return NamespacePlan(
             [
                 replace(pending, phase="active", pending_password=None),
-                replace(active, phase="retiring", retire_at=_time(now + timing.retire_grace)),
+                replace(active, phase="retiring", retire_at=stamp(now + timing.retire_grace)),
                 *held.retiring,
             ],
             (pending.username, pending.pending_password),

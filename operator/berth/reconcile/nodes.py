@@ -9,7 +9,6 @@ reports the Registry's current plan (by checksum) written, and containerd reads 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -17,9 +16,13 @@ from berth.api.registry import RegistryConditionType
 from berth.constants import operator_image
 from berth.k8s.api import JSON, Kube
 from berth.k8s.kinds import CONFIG_MAP, DAEMON_SET, NODE, POD
-from berth.reconcile.conditions import Cond
+from berth.reconcile.conditions import Cond, find
+from berth.reconcile.kit import Note
 from berth.resources.nodeagent import (
     AGENT,
+    LOCAL_HOSTING_NAME,
+    LOCAL_HOSTING_NAMESPACE,
+    OWNER_ANNOTATION,
     PLAN_KEY,
     NodeAgentSettings,
     NodePlan,
@@ -28,30 +31,21 @@ from berth.resources.nodeagent import (
     agent_selector,
     agent_settings,
     checksum,
+    local_registry_hosting,
+    missing_labels,
     node_plan,
     plan_config_map,
     plan_name,
+    tolerated,
 )
 from berth.resources.registry import RegistryInputs
 
 NODES_READY: Final = RegistryConditionType.NODES_READY
+LOCAL_HOSTING: Final = RegistryConditionType.LOCAL_REGISTRY_HOSTING
 # The agent's install is checked again this often (and at once when its settings change).
 INSTALL_RECHECK_SECONDS: Final = 60.0
 # How many nodes a NodesReady message names.
 NAMED_NODES: Final = 5
-# DaemonSet Pods tolerate these whatever their spec says (the DaemonSet controller adds
-# them), so such a taint does not keep the agent off a node.
-DAEMONSET_TOLERATED: Final = frozenset(
-    {
-        "node.kubernetes.io/not-ready",
-        "node.kubernetes.io/unreachable",
-        "node.kubernetes.io/disk-pressure",
-        "node.kubernetes.io/memory-pressure",
-        "node.kubernetes.io/pid-pressure",
-        "node.kubernetes.io/unschedulable",
-        "node.kubernetes.io/network-unavailable",
-    }
-)
 
 
 @dataclass
@@ -59,6 +53,7 @@ class NodesResult:
     condition: Cond
     fields: dict[str, Any] = field(default_factory=dict)
     writes: int = 0
+    events: list[Note] = field(default_factory=list)
 
 
 # -- the agent's install ---------------------------------------------------------------
@@ -132,17 +127,63 @@ async def integrate(
 
 
 async def withdraw(kube: Kube, namespace: str, name: str, settings: NodeAgentSettings) -> int:
-    """Delete the Registry's plan: the agents remove its files from every node."""
+    """Delete the Registry's plan (the agents remove its files from every node) and its
+    KEP-1755 ConfigMap, if it holds it."""
+    writes = await _withdraw_local_hosting(kube, f"{namespace}/{name}")
     config_map = plan_name(namespace, name)
     if await kube.get(CONFIG_MAP, settings.namespace, config_map) is None:
+        return writes
+    return writes + int(await kube.delete(CONFIG_MAP, settings.namespace, config_map))
+
+
+# -- KEP-1755 --------------------------------------------------------------------------
+
+
+async def local_hosting(kube: Kube, inputs: RegistryInputs, endpoint: JSON) -> NodesResult:
+    """Publish kube-public/local-registry-hosting for a Registry that asks for it, unless
+    someone else holds it (another Registry, or a tool such as kind's setup script): that
+    one is never replaced."""
+    owner = f"{inputs.namespace}/{inputs.names.registry}"
+    if not inputs.spec.node_integration.local_registry_hosting:
+        writes = await _withdraw_local_hosting(kube, owner)
+        return NodesResult(Cond(LOCAL_HOSTING, False, "NotRequested", ""), writes=writes)
+    live = await kube.get(CONFIG_MAP, LOCAL_HOSTING_NAMESPACE, LOCAL_HOSTING_NAME)
+    holder = _holder(live)
+    if live is not None and holder != owner:
+        held_by = f"Registry {holder}" if holder else "something other than Berth"
+        message = (
+            f"{LOCAL_HOSTING_NAMESPACE}/{LOCAL_HOSTING_NAME} is held by {held_by}: Berth does "
+            "not replace it (one registry per cluster is the local one)"
+        )
+        before = find((inputs.owner.get("status") or {}).get("conditions"), LOCAL_HOSTING)
+        new = before is None or before.get("reason") != "HeldByOther"
+        return NodesResult(
+            Cond(LOCAL_HOSTING, False, "HeldByOther", message),
+            events=[Note("LocalRegistryHostingHeld", message)] if new else [],
+        )
+    desired = local_registry_hosting(owner, endpoint["internal"], endpoint.get("external"))
+    written, _ = await kube.ensure(desired)
+    message = f"{LOCAL_HOSTING_NAMESPACE}/{LOCAL_HOSTING_NAME} names this registry"
+    return NodesResult(Cond(LOCAL_HOSTING, True, "Published", message), writes=int(written))
+
+
+def _holder(config_map: JSON | None) -> str | None:
+    annotations = ((config_map or {}).get("metadata") or {}).get("annotations") or {}
+    return annotations.get(OWNER_ANNOTATION)
+
+
+async def _withdraw_local_hosting(kube: Kube, owner: str) -> int:
+    live = await kube.get(CONFIG_MAP, LOCAL_HOSTING_NAMESPACE, LOCAL_HOSTING_NAME)
+    if live is None or _holder(live) != owner:
         return 0
-    return int(await kube.delete(CONFIG_MAP, settings.namespace, config_map))
+    return int(await kube.delete(CONFIG_MAP, LOCAL_HOSTING_NAMESPACE, LOCAL_HOSTING_NAME))
 
 
 async def agents_hold(kube: Kube, namespace: str, name: str, ca_pem: str) -> bool:
     """Whether every running agent has written a plan for the Registry whose CA bundle
     holds `ca_pem` (a CA rotation waits for this before the new CA signs). Nodes with no
-    agent are not waited for: Berth does not configure them."""
+    agent are not waited for: Berth does not configure them; nor is a runtime that does
+    not read the files (it trusts no Berth CA, the old one neither)."""
     settings = agent_settings()
     found = await kube.get(CONFIG_MAP, settings.namespace, plan_name(namespace, name))
     text = ((found or {}).get("data") or {}).get(PLAN_KEY)
@@ -157,7 +198,7 @@ async def agents_hold(kube: Kube, namespace: str, name: str, ca_pem: str) -> boo
             continue
         report = NodeReport.from_pod(pod)
         entry = report.registries.get(owner) if report else None
-        if entry is None or entry.plan != digest or not entry.configured:
+        if entry is None or entry.plan != digest or not entry.written:
             return False
     return True
 
@@ -165,30 +206,13 @@ async def agents_hold(kube: Kube, namespace: str, name: str, ca_pem: str) -> boo
 # -- what the reports say --------------------------------------------------------------
 
 
-def _tolerated(taint: JSON, tolerations: Iterable[JSON]) -> bool:
-    if taint.get("effect") == "PreferNoSchedule" or taint.get("key") in DAEMONSET_TOLERATED:
-        return True
-    for toleration in tolerations:
-        if toleration.get("effect") and toleration.get("effect") != taint.get("effect"):
-            continue
-        if toleration.get("operator") == "Exists":
-            if not toleration.get("key") or toleration.get("key") == taint.get("key"):
-                return True
-        elif toleration.get("key") == taint.get("key") and (toleration.get("value") or "") == (
-            taint.get("value") or ""
-        ):
-            return True
-    return False
-
-
 def _why_no_agent(node: JSON, settings: NodeAgentSettings) -> tuple[str, str]:
-    node_labels = (node.get("metadata") or {}).get("labels") or {}
-    missing = {k: v for k, v in settings.node_selector.items() if node_labels.get(k) != v}
+    missing = missing_labels(node, settings.node_selector)
     if missing:
         wanted = ",".join(f"{k}={v}" for k, v in sorted(missing.items()))
         return "OutOfScope", f"outside the agent's nodeSelector ({wanted})"
     for taint in (node.get("spec") or {}).get("taints") or []:
-        if not _tolerated(taint, settings.tolerations):
+        if not tolerated(taint, settings.tolerations):
             value = f"={taint['value']}" if taint.get("value") else ""
             return "NoNodeAgent", (
                 f"no node agent runs there: its taint {taint.get('key')}{value}:"

@@ -137,7 +137,8 @@ async def _managed(kube: Kube, target: RegistryTarget) -> Outcome:
     # The Service first: its cluster IP belongs in the serving certificate.
     (service,) = [await applier.ensure(child) for child in address_children(target)]
     cluster_ip = service.get("spec", {}).get("clusterIP")
-    inputs = target.with_material(await registry_material(kube, target, cluster_ip))
+    read = await registry_material(kube, target, cluster_ip)
+    inputs = target.with_material(read.material)
     for stage in (Stage.FOUNDATION, Stage.WORKLOAD):
         await applier.stage([build(child, inputs) for child in wanted_children(inputs, stage)])
     applier.writes += await _delete_all(kube, target, unwanted(inputs))
@@ -147,9 +148,12 @@ async def _managed(kube: Kube, target: RegistryTarget) -> Outcome:
     nodes_result = await nodes.integrate(
         kube, inputs, cluster_ip, (token or {}).get("spec", {}).get("clusterIP")
     )
-    outcome.conditions.append(nodes_result.condition)
+    hosting = await nodes.local_hosting(kube, inputs, outcome.fields["endpoint"])
+    outcome.conditions += [nodes_result.condition, hosting.condition]
     outcome.fields.update(nodes_result.fields)
-    outcome.writes = applier.writes + nodes_result.writes
+    outcome.writes = applier.writes + nodes_result.writes + hosting.writes
+    outcome.events += read.notes + hosting.events
+    outcome.next_check = read.next_check
     return outcome
 
 
@@ -208,6 +212,7 @@ async def _removed(kube: Kube, target: RegistryTarget) -> Outcome:
             Cond(PROGRESSING, False, "Removed", ""),
             Cond(DEGRADED, False, "Removed", ""),
             Cond(nodes.NODES_READY, False, "Removed", "no registry to configure nodes for"),
+            Cond(nodes.LOCAL_HOSTING, False, "Removed", "no registry to publish"),
         ],
         {"readyReplicas": 0, "nodes": None},
         writes,
@@ -218,6 +223,8 @@ async def _unmanaged(kube: Kube, target: RegistryTarget) -> Outcome:
     spec = target.spec
     assert spec.external is not None
     writes = await _keep_notifications_token(kube, target)
+    # Was it Managed before? Its names are no longer Berth's to pin on the nodes.
+    writes += await nodes.withdraw(kube, target.namespace, target.names.registry, agent_settings())
     result = await probe_external(kube, target.namespace, spec.external)
     readiness = (
         Cond(READY, True, "Reachable", result.message)
@@ -234,8 +241,15 @@ async def _unmanaged(kube: Kube, target: RegistryTarget) -> Outcome:
                 result.reason if not result.ok else "AsExpected",
                 "" if result.ok else result.message,
             ),
+            Cond(
+                nodes.NODES_READY,
+                False,
+                "Unmanaged",
+                "Berth configures no node for a registry it does not run",
+            ),
+            Cond(nodes.LOCAL_HOSTING, False, "Unmanaged", ""),
         ],
-        {"endpoint": {"external": spec.external.url}},
+        {"endpoint": {"external": spec.external.url}, "nodes": None},
         writes,
     )
 

@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import logging
 import secrets
+from dataclasses import dataclass
 
 import bcrypt
 
 from berth import pki
 from berth.api.registry import AuthMode, RegistrySpec, TLSMode
 from berth.k8s.api import JSON, Kube
-from berth.k8s.kinds import PVC, SECRET, STORAGE_CLASS
+from berth.k8s.kinds import DEPLOYMENT, PVC, SECRET, STORAGE_CLASS
 from berth.k8s.secrets import secret_value
 from berth.observability import REDACTOR
+from berth.reconcile import nodes, rotation
 from berth.reconcile.access import robots_for_htpasswd, state_secret_name
 from berth.reconcile.invalid import InvalidSpec
+from berth.reconcile.kit import Note
 from berth.resources.registry import (
     ADMIN_USER,
+    CA_ROTATION_KEY,
     CERT_MANAGER_API,
     ROUTE_API,
     RegistryMaterial,
@@ -99,9 +103,19 @@ async def _check_tls(kube: Kube, namespace: str, spec: RegistrySpec) -> None:
 # -- material ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class MaterialRead:
+    """The material, the Events to post (a CA rotation's steps) and when the next pass
+    is due for it (seconds; None: no hurry)."""
+
+    material: RegistryMaterial
+    notes: list[Note]
+    next_check: float | None = None
+
+
 async def registry_material(
     kube: Kube, target: RegistryTarget, cluster_ip: str | None
-) -> RegistryMaterial:
+) -> MaterialRead:
     """Secrets and certificates: reused while valid, generated when missing."""
     namespace, names = target.namespace, target.names
     stored = await kube.get(SECRET, namespace, names.secrets)
@@ -109,18 +123,21 @@ async def registry_material(
     REDACTOR.register(http_secret)
     admin_password = await _admin_password(kube, target)
     wanted = serving_names(target, cluster_ip)
-    ca, token_server_tls = await _ca(kube, target)
-    return RegistryMaterial(
+    ca = await _ca(kube, target)
+    material = RegistryMaterial(
         notifications_token=await _notifications_token(kube, target),
         http_secret=http_secret,
-        ca=ca,
-        serving=await _serving(kube, target, ca, wanted),
+        ca=ca.signing,
+        ca_trusted=ca.record.trusted if ca.record else (),
+        ca_record=ca.record.to_json() if ca.record else None,
+        serving=await _serving(kube, target, ca.signing, wanted),
         htpasswd=await _htpasswd(kube, target, stored, admin_password),
         admin_password=admin_password,
         token_signing=await _token_signing(kube, target),
         serving_names=tuple(wanted),
-        token_server_tls=token_server_tls,
+        token_server_tls=ca.token_server_tls,
     )
+    return MaterialRead(material, [ca.change] if ca.change else [], ca.next_check)
 
 
 async def _notifications_token(kube: Kube, target: RegistryTarget) -> str | None:
@@ -197,25 +214,85 @@ async def _token_signing(kube: Kube, target: RegistryTarget) -> TLSMaterial | No
     return TLSMaterial(cert, key)
 
 
-async def _ca(kube: Kube, target: RegistryTarget) -> tuple[TLSMaterial | None, TLSMaterial | None]:
-    """Berth's CA (SelfSigned, or a Token server with TLS) and the token server's
+@dataclass(frozen=True)
+class _CA:
+    """Berth's CA for a Registry as this pass leaves it, and the token server's
+    certificate it signs."""
+
+    signing: TLSMaterial | None = None
+    record: rotation.CARotation | None = None
+    change: Note | None = None
+    token_server_tls: TLSMaterial | None = None
+    next_check: float | None = None
+
+
+async def _ca(kube: Kube, target: RegistryTarget) -> _CA:
+    """Berth's CA (SelfSigned, or a Token server with TLS), one rotation step further
+    when one is under way (berth.reconcile.rotation), and the token server's
     certificate it signs."""
     spec, namespace, names = target.spec, target.namespace, target.names
     token_tls = spec.auth.mode is AuthMode.TOKEN and spec.tls.mode is not TLSMode.DISABLED
     if spec.tls.mode is not TLSMode.SELF_SIGNED and not token_tls:
-        return None, None
+        return _CA()
     ca_secret = await kube.get(SECRET, namespace, names.ca_secret)
-    pair = pki.CertKey(
+    stored: pki.CertKey | None = pki.CertKey(
         secret_value(ca_secret, "ca.crt") or "", secret_value(ca_secret, "ca.key") or ""
     )
-    if not pair.cert_pem or not pki.ca_is_usable(pair):
-        pair = pki.new_ca(f"berth {namespace}/{names.registry} CA")
+    if stored is not None and not pki.ca_is_valid(stored):
+        stored = None
+    record = rotation.CARotation.from_json(secret_value(ca_secret, CA_ROTATION_KEY))
+    moment, timing = rotation.now(), rotation.TIMING
+    annotations = target.owner["metadata"].get("annotations") or {}
+    step = rotation.advance_ca(
+        stored,
+        record,
+        request=annotations.get(rotation.ANNOTATION_ROTATE_CA),
+        moment=moment,
+        timing=timing,
+        nodes_hold=rotation.promotion_due(record, moment, timing)
+        and await _nodes_hold(kube, target, record.next_cert or ""),
+        rolled_out=rotation.retirement_due(record, moment) and await _rolled_out(kube, target),
+        new_ca=lambda: pki.new_ca(f"berth {namespace}/{names.registry} CA"),
+    )
+    if step.change is not None:
+        logger.info("CA of Registry %s/%s: %s", namespace, names.registry, step.change.reason)
     token_server_tls = None
     if token_tls:
         token_server_tls = await _serving_certificate(
-            kube, namespace, names.token_server_tls, pair, token_server_names(target)
+            kube, namespace, names.token_server_tls, step.ca, token_server_names(target)
         )
-    return TLSMaterial(pair.cert_pem, pair.key_pem), token_server_tls
+    return _CA(
+        TLSMaterial(step.ca.cert_pem, step.ca.key_pem),
+        step.record,
+        step.change,
+        token_server_tls,
+        rotation.seconds_to_next_step(step.record, moment, timing),
+    )
+
+
+async def _nodes_hold(kube: Kube, target: RegistryTarget, ca_pem: str) -> bool:
+    """Whether every node Berth configures for the Registry trusts `ca_pem` already."""
+    if not target.spec.node_integration.enabled:
+        return True
+    return await nodes.agents_hold(kube, target.namespace, target.names.registry, ca_pem)
+
+
+async def _rolled_out(kube: Kube, target: RegistryTarget) -> bool:
+    """Whether every Pod of the registry and token server runs the current template (so
+    none serves a certificate of a retired CA)."""
+    for name in (target.names.deployment, target.names.token_server):
+        found = await kube.get(DEPLOYMENT, target.namespace, name)
+        if found is None:
+            continue
+        status = found.get("status") or {}
+        wanted = (found.get("spec") or {}).get("replicas", 1)
+        if (
+            status.get("observedGeneration", 0) < found["metadata"].get("generation", 0)
+            or status.get("updatedReplicas", 0) != wanted
+            or status.get("replicas", 0) != wanted
+        ):
+            return False
+    return True
 
 
 async def _serving(

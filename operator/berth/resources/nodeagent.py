@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -24,9 +24,15 @@ from pydantic import Field, ValidationError
 
 from berth.api.common import BerthModel
 from berth.api.registry import AuthMode, TLSMode
-from berth.constants import GROUP, LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY
+from berth.constants import (
+    ANNOTATION_CONFIG_CHECKSUM,
+    GROUP,
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+)
 from berth.resources.registry import RegistryInputs, service_hosts, token_realm
-from berth.resources.render import labels, render, selector_labels
+from berth.resources.render import labels, render, rights, selector_labels
 
 JSON = dict[str, Any]
 
@@ -137,6 +143,12 @@ def plan_config_map(settings: NodeAgentSettings, plan: NodePlan) -> JSON:
 # -- the report (agent -> operator) ----------------------------------------------------
 
 
+# Reasons for a node whose files are written but whose runtime does not read them.
+CONFIG_PATH_UNSET: Final = "ContainerdConfigPathUnset"
+CERTS_DIR_NOT_READ: Final = "ContainerdCertsDirNotRead"
+RUNTIME_PROBLEMS: Final = frozenset({CONFIG_PATH_UNSET, CERTS_DIR_NOT_READ})
+
+
 @dataclass
 class RegistryReport:
     """What the agent did on its node for one plan."""
@@ -145,6 +157,11 @@ class RegistryReport:
     configured: bool
     reason: str = "Configured"
     message: str = ""
+
+    @property
+    def written(self) -> bool:
+        """The plan's files are on the node (whether or not the runtime reads them)."""
+        return self.configured or self.reason in RUNTIME_PROBLEMS
 
 
 @dataclass
@@ -190,28 +207,101 @@ AGENT_RULES: Final = [
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]},
     # Its report goes on its own Pod (RBAC cannot narrow this to one name).
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]},
+    # When stopped: is it a restart, or has its node left the DaemonSet's scope?
+    {"apiGroups": ["apps"], "resources": ["daemonsets"], "verbs": ["get"]},
 ]
+# ... which needs its own Node's labels and taints (cluster-scoped, read-only).
+AGENT_NODE_RULES: Final = [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]
+
+
+def agent_cluster_role(settings: NodeAgentSettings) -> str:
+    return f"berth:{settings.namespace}:{AGENT}"
 
 
 def agent_objects(settings: NodeAgentSettings, image: str) -> list[JSON]:
     """The namespace, identity, rights and DaemonSet of the node agent."""
     common = {"name": AGENT, "namespace": settings.namespace, "labels": agent_labels()}
+    account = (settings.namespace, AGENT)
     return [
         render("nodeagent/namespace.yaml.j2", namespace=settings.namespace, labels=agent_labels()),
         render("common/serviceaccount.yaml.j2", **common),
-        render("common/role.yaml.j2", **common, rules=AGENT_RULES),
-        render("common/rolebinding.yaml.j2", **common, subject=AGENT),
+        *rights(AGENT, agent_labels(), AGENT_RULES, account, settings.namespace),
+        *rights(agent_cluster_role(settings), agent_labels(), AGENT_NODE_RULES, account),
         render(
             "nodeagent/daemonset.yaml.j2",
             **common,
             selector=selector_labels(AGENT, COMPONENT, "berth"),
             image=settings.image or image,
             settings=settings,
+            annotations={
+                ANNOTATION_CONFIG_CHECKSUM: checksum(
+                    settings.model_dump_json() + (settings.image or image)
+                )
+            },
             host_root=HOST_ROOT,
             containerd_config_dir=os.path.dirname(settings.containerd_config),
             containerd_config_name=os.path.basename(settings.containerd_config),
         ),
     ]
+
+
+# DaemonSet Pods tolerate these whatever their spec says (the DaemonSet controller adds
+# them), so such a taint does not keep the agent off a node.
+DAEMONSET_TOLERATED: Final = frozenset(
+    {
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+        "node.kubernetes.io/disk-pressure",
+        "node.kubernetes.io/memory-pressure",
+        "node.kubernetes.io/pid-pressure",
+        "node.kubernetes.io/unschedulable",
+        "node.kubernetes.io/network-unavailable",
+    }
+)
+
+
+def tolerated(taint: JSON, tolerations: Iterable[JSON]) -> bool:
+    """Whether an agent Pod with `tolerations` tolerates `taint`."""
+    if taint.get("effect") == "PreferNoSchedule" or taint.get("key") in DAEMONSET_TOLERATED:
+        return True
+    for toleration in tolerations:
+        if toleration.get("effect") and toleration.get("effect") != taint.get("effect"):
+            continue
+        if toleration.get("operator") == "Exists":
+            if not toleration.get("key") or toleration.get("key") == taint.get("key"):
+                return True
+        elif toleration.get("key") == taint.get("key") and (toleration.get("value") or "") == (
+            taint.get("value") or ""
+        ):
+            return True
+    return False
+
+
+def missing_labels(node: JSON, node_selector: Mapping[str, str]) -> dict[str, str]:
+    """The `node_selector` labels `node` lacks (or has with another value)."""
+    node_labels = (node.get("metadata") or {}).get("labels") or {}
+    return {k: v for k, v in node_selector.items() if node_labels.get(k) != v}
+
+
+def left_scope(node: JSON | None, daemon_set: JSON | None) -> str | None:
+    """Why an agent that is being stopped will not be back on `node` (its files must go
+    then), or None when it is a restart (an update of the DaemonSet, a Pod deleted):
+    the DaemonSet is gone or going, the node is gone or going, the node no longer has
+    the nodeSelector's labels, or it has a NoExecute taint the agent does not tolerate."""
+    if daemon_set is None or (daemon_set.get("metadata") or {}).get("deletionTimestamp"):
+        return "the node agent's DaemonSet is deleted"
+    if node is None or (node.get("metadata") or {}).get("deletionTimestamp"):
+        return "the node is deleted"
+    pod_spec = ((daemon_set.get("spec") or {}).get("template") or {}).get("spec") or {}
+    missing = missing_labels(node, pod_spec.get("nodeSelector") or {})
+    if missing:
+        return f"the node lacks the nodeSelector's {', '.join(sorted(missing))}"
+    for taint in (node.get("spec") or {}).get("taints") or []:
+        if taint.get("effect") == "NoExecute" and not tolerated(
+            taint, pod_spec.get("tolerations") or []
+        ):
+            return f"the node has the taint {taint.get('key')}:NoExecute"
+    return None
 
 
 def is_agent_pod(pod: JSON) -> bool:
@@ -245,3 +335,36 @@ def node_plan(inputs: RegistryInputs, registry_ip: str | None, token_ip: str | N
     elif spec.tls.mode is TLSMode.SELF_SIGNED and inputs.material.ca is not None:
         plan.trusts = [HostTrust(host, inputs.material.ca_bundle) for host in hosts]
     return plan
+
+
+# -- KEP-1755: the cluster's local registry --------------------------------------------
+
+LOCAL_HOSTING_NAMESPACE: Final = "kube-public"
+LOCAL_HOSTING_NAME: Final = "local-registry-hosting"
+LOCAL_HOSTING_KEY: Final = "localRegistryHosting.v1"
+
+
+def local_registry_hosting(owner: str, internal: str, external: str | None) -> JSON:
+    """The KEP-1755 ConfigMap for the Registry `owner` (`<ns>/<name>`): where to push
+    from outside the cluster (its external host, else the in-cluster one), and the name
+    the cluster network and the nodes' runtime use (the node agent makes them resolve
+    it)."""
+    _, _, name = owner.partition("/")
+    document = {
+        "host": external or internal,
+        "hostFromClusterNetwork": internal,
+        "hostFromContainerRuntime": internal,
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": LOCAL_HOSTING_NAME,
+            "namespace": LOCAL_HOSTING_NAMESPACE,
+            "labels": labels(name, LOCAL_HOSTING_NAME),
+            "annotations": {OWNER_ANNOTATION: owner},
+        },
+        "data": {
+            LOCAL_HOSTING_KEY: "".join(f'{key}: "{value}"\n' for key, value in document.items())
+        },
+    }

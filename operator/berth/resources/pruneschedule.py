@@ -38,7 +38,7 @@ from berth.resources.registry import (
     NON_OPENSHIFT_UID,
     RegistryNames,
 )
-from berth.resources.render import labels, owned_by, render
+from berth.resources.render import labels, owned_by, render, rights
 
 # Identifies children that an owner reference cannot reach (cluster-scoped, or in the
 # Registry's namespace), so that the finalizer and a changed registryRef find them.
@@ -255,6 +255,7 @@ def desired_children(inputs: PruneInputs) -> list[dict[str, Any]]:
     rules = _schedule_rules(names)
     if not inputs.cross_namespace:
         rules += _registry_rules(inputs)
+    account = (names.namespace, names.service_account)
     children = [
         render(
             "common/serviceaccount.yaml.j2",
@@ -262,20 +263,7 @@ def desired_children(inputs: PruneInputs) -> list[dict[str, Any]]:
             namespace=names.namespace,
             labels=child,
         ),
-        render(
-            "common/role.yaml.j2",
-            name=names.role,
-            namespace=names.namespace,
-            labels=child,
-            rules=rules,
-        ),
-        render(
-            "common/rolebinding.yaml.j2",
-            name=names.role,
-            namespace=names.namespace,
-            subject=names.service_account,
-            labels=child,
-        ),
+        *rights(names.role, child, rules, account, names.namespace),
         cron_job(inputs),
     ]
     return [owned_by(manifest, inputs.owner) for manifest in children]
@@ -286,28 +274,13 @@ def unowned_children(inputs: PruneInputs) -> list[dict[str, Any]]:
     the Role and RoleBinding in the Registry's namespace when that is another one."""
     names = inputs.names
     child = child_labels(names)
-    children = [
-        render("prune/clusterrole.yaml.j2", names=names, labels=child, rules=WORKLOAD_READ_RULES),
-        render("prune/clusterrolebinding.yaml.j2", names=names, labels=child),
-    ]
+    account = (names.namespace, names.service_account)
+    children = rights(names.cluster_role, child, WORKLOAD_READ_RULES, account)
     if inputs.cross_namespace:
-        children += [
-            render(
-                "common/role.yaml.j2",
-                name=names.registry_role,
-                namespace=inputs.registry_namespace,
-                labels=child,
-                rules=_registry_rules(inputs),
-            ),
-            render(
-                "common/rolebinding.yaml.j2",
-                name=names.registry_role,
-                namespace=inputs.registry_namespace,
-                subject=names.service_account,
-                subject_namespace=names.namespace,
-                labels=child,
-            ),
-        ]
+        registry_rules = _registry_rules(inputs)
+        children += rights(
+            names.registry_role, child, registry_rules, account, inputs.registry_namespace
+        )
     return children
 
 

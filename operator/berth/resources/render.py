@@ -68,3 +68,28 @@ def owned_by(manifest: dict[str, Any], owner: dict[str, Any]) -> dict[str, Any]:
         }
     ]
     return manifest
+
+
+def rights(
+    name: str,
+    labels: dict[str, str],
+    rules: list[dict[str, Any]],
+    subject: tuple[str, str],
+    namespace: str | None = None,
+) -> list[dict[str, Any]]:
+    """`rules` for the ServiceAccount `subject` (namespace, name): a Role and its
+    RoleBinding in `namespace`, or, without one, a ClusterRole and ClusterRoleBinding."""
+    subject_namespace, subject_name = subject
+    scope = "role" if namespace is not None else "clusterrole"
+    where = {"namespace": namespace} if namespace is not None else {}
+    return [
+        render(f"common/{scope}.yaml.j2", name=name, labels=labels, rules=rules, **where),
+        render(
+            f"common/{scope}binding.yaml.j2",
+            name=name,
+            labels=labels,
+            subject=subject_name,
+            subject_namespace=subject_namespace,
+            **where,
+        ),
+    ]

@@ -48,6 +48,7 @@ from berth.resources.registry.inputs import (
 from berth.resources.registry.names import (
     ADMIN_USER,
     AUTH_DIR,
+    CA_ROTATION_KEY,
     CONFIG_DIR,
     DATA_PATH,
     DEBUG_PORT,
@@ -65,6 +66,7 @@ from berth.resources.registry.workload import rollout_strategy, service
 __all__ = [
     "ADMIN_USER",
     "AUTH_DIR",
+    "CA_ROTATION_KEY",
     "CERT_MANAGER_API",
     "CHILDREN",
     "CONFIG_DIR",

@@ -38,6 +38,7 @@ class RegistryMaterial:
     # CAs trusted beside `ca` during a CA rotation: the next one before it signs, the
     # previous one after (its certificates may still be served).
     ca_trusted: tuple[str, ...] = ()
+    ca_record: str | None = None  # the CA rotation's record (berth.reconcile.rotation)
 
     @property
     def ca_bundle(self) -> str:

@@ -18,6 +18,7 @@ AUTH_DIR: Final = "/etc/berth/auth"
 # the namespace's range) the Pod needs a non-root UID of its own to pass `restricted`.
 NON_OPENSHIFT_UID: Final = 1000
 TOKEN_ISSUER: Final = "berth"
+CA_ROTATION_KEY: Final = "rotation.json"  # the CA Secret's rotation record
 ADMIN_USER: Final = "berth-admin"  # Berth's own account: prunes, imports, probes
 # The file each auth mode mounts from the registry's Secret into AUTH_DIR.
 AUTH_FILES: Final = {AuthMode.HTPASSWD: "htpasswd", AuthMode.TOKEN: "token-ca.crt"}

@@ -9,7 +9,7 @@ from typing import Any
 from berth.api.registry import AuthMode
 from berth.resources.registry.config import is_ip, notification_endpoints
 from berth.resources.registry.inputs import RegistryInputs, TLSMaterial
-from berth.resources.registry.names import ADMIN_USER, RegistryNames
+from berth.resources.registry.names import ADMIN_USER, CA_ROTATION_KEY, RegistryNames
 from berth.resources.render import labels, owned_by, render
 
 
@@ -100,6 +100,8 @@ def token_signing(inputs: RegistryInputs) -> dict[str, Any]:
 def ca(inputs: RegistryInputs) -> dict[str, Any]:
     """Berth's CA: it signs the SelfSigned serving certificate and the token server's."""
     text = _pair(inputs.material.ca, "ca.crt", "ca.key")
+    if inputs.material.ca_record is not None:
+        text[CA_ROTATION_KEY] = inputs.material.ca_record
     return _secret(inputs, inputs.names.ca_secret, "ca", "Opaque", text)
 
 
