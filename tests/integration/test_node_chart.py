@@ -118,12 +118,7 @@ def bed(
     _helm(
         kubeconfig,
         "install", bed.release, str(REPO_ROOT / "charts" / "berth"),
-        "--namespace", bed.system,
-        "--set", "operator.verbose=true",
-        # The session applies crds/ (as `berth crds apply` does): the CRDs are managed
-        # elsewhere, which the chart is told, as a user would.
-        "--set", "crds.enabled=false",
-        *_agent_values(real_node),
+        "--namespace", bed.system, *_values(real_node),
     )  # fmt: skip
     try:
         yield bed
@@ -131,6 +126,26 @@ def bed(
         # The operator first, so that nothing recreates what the namespaces take away.
         _helm(kubeconfig, "uninstall", bed.release, "--namespace", bed.system, "--wait")
         ns.delete_namespaces(api_client, bed.team, bed.other, bed.home, bed.system)
+
+
+def _values(node: RealNode, *extra: str) -> list[str]:
+    """The chart's values for the test bed, and `extra` ones (--set arguments)."""
+    return [
+        "--set", "operator.verbose=true",
+        # The session applies crds/ (as `berth crds apply` does): the CRDs are managed
+        # elsewhere, which the chart is told, as a user would.
+        "--set", "crds.enabled=false",
+        *_agent_values(node),
+        *(argument for value in extra for argument in ("--set", value)),
+    ]  # fmt: skip
+
+
+def _upgrade(bed: Bed, kubeconfig: Path, *extra: str) -> None:
+    """helm upgrade with the test bed's values and `extra` ones, nothing else kept."""
+    _helm(
+        kubeconfig, "upgrade", bed.release, str(REPO_ROOT / "charts" / "berth"),
+        "--namespace", bed.system, "--reset-values", *_values(bed.node, *extra),
+    )  # fmt: skip
 
 
 def _agent_values(node: RealNode) -> list[str]:
@@ -594,11 +609,7 @@ def test_a_node_leaving_the_agents_scope_loses_its_files_and_gets_them_back(
     core = client.CoreV1Api(bed.api)
     label = "berth.dev/e2e-agent"
     restored = False
-    _helm(
-        kubeconfig, "upgrade", bed.release, str(REPO_ROOT / "charts" / "berth"),
-        "--namespace", bed.system, "--reuse-values",
-        "--set", f"nodeAgent.nodeSelector.{label.replace('.', chr(92) + '.')}=yes",
-    )  # fmt: skip
+    _upgrade(bed, kubeconfig, f"nodeAgent.nodeSelector.{label.replace('.', chr(92) + '.')}=yes")
     try:
         wait_for("the agent's files gone", lambda: _agent_files(bed) == (False, False), 180,
                  interval=1)  # fmt: skip
@@ -621,10 +632,7 @@ def test_a_node_leaving_the_agents_scope_loses_its_files_and_gets_them_back(
         # Back to no nodeSelector: the DaemonSet replaces its Pod on the node, a restart,
         # and the files stay throughout.
         [before] = _agent_pods(bed)
-        _helm(
-            kubeconfig, "upgrade", bed.release, str(REPO_ROOT / "charts" / "berth"),
-            "--namespace", bed.system, "--reuse-values", "--set", "nodeAgent.nodeSelector=null",
-        )  # fmt: skip
+        _upgrade(bed, kubeconfig)
         samples: list[tuple[bool, bool]] = []
 
         def replaced() -> bool:
@@ -637,11 +645,7 @@ def test_a_node_leaving_the_agents_scope_loses_its_files_and_gets_them_back(
         assert set(samples) == {(True, True)}, samples
     finally:
         if not restored:
-            _helm(
-                kubeconfig, "upgrade", bed.release, str(REPO_ROOT / "charts" / "berth"),
-                "--namespace", bed.system, "--reuse-values",
-                "--set", "nodeAgent.nodeSelector=null",
-            )  # fmt: skip
+            _upgrade(bed, kubeconfig)
         core.patch_node(ns.NODE_NAME, {"metadata": {"labels": {label: None}}})
 
 
