@@ -13,6 +13,7 @@ import asyncio
 import builtins
 import json
 import os
+import threading
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -181,7 +182,13 @@ class Kube:
         return builtins.list(page.get("items") or []), version
 
     def _watch_once_sync(
-        self, kind: Kind, namespace: str | None, label_selector: str, version: str, seconds: int
+        self,
+        kind: Kind,
+        namespace: str | None,
+        label_selector: str,
+        version: str,
+        seconds: int,
+        streams: _Streams,
     ) -> bool:
         query = urllib.parse.urlencode(
             {
@@ -202,6 +209,7 @@ class Kube:
             "GET", url, headers, None, _request_timeout=seconds + 15
         )
         stream = response.response
+        streams.add(stream)  # so that a cancellation can interrupt the read
         try:
             if response.status >= 400:
                 raise ApiException(status=response.status, reason=response.reason)
@@ -215,10 +223,19 @@ class Kube:
         """Wait until something selected changes after `version` (True), or `seconds`
         pass (False). An expired version counts as a change: list again."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._pool,
-            lambda: self._watch_once_sync(kind, namespace, label_selector, version, seconds),
-        )
+        streams = _Streams()
+        try:
+            return await loop.run_in_executor(
+                self._pool,
+                lambda: self._watch_once_sync(
+                    kind, namespace, label_selector, version, seconds, streams
+                ),
+            )
+        except asyncio.CancelledError:
+            # The thread would block in its read until the watch times out (and the
+            # interpreter waits for it at exit): end the read now.
+            streams.shut()
+            raise
 
     async def pod_log(
         self, namespace: str, name: str, *, request_timeout: RequestTimeout = None
@@ -308,6 +325,28 @@ class Kube:
         kind = kind_of(obj)
         self._count_write("create", kind.kind)
         return await self.request("POST", kind.path(obj["metadata"].get("namespace")), body=obj)
+
+
+class _Streams:
+    """The response streams a watch thread reads; `shut` ends their reads, and the read
+    of a stream added afterwards (a cancellation while the request was being sent)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._streams: list[Any] = []
+        self._shut = False
+
+    def add(self, stream: Any) -> None:
+        with self._lock:
+            self._streams.append(stream)
+            if self._shut:
+                stream.shutdown()
+
+    def shut(self) -> None:
+        with self._lock:
+            self._shut = True
+            for stream in self._streams:
+                stream.shutdown()
 
 
 def kind(api_version: str, kind_name: str) -> Kind:
