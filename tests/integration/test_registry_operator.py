@@ -622,13 +622,15 @@ def test_a_ca_rotation_is_trusted_before_it_signs_and_the_old_ca_leaves_last(
     assert all(pki.issued_by(cert, _pem(last)) for cert in serving())
     ca_secret = core.read_namespaced_secret("rot-ca", namespace)
     assert base64.b64decode(ca_secret.data["ca.crt"]).decode() == _pem(last)
-    reasons = [
-        e.reason
-        for e in core.list_namespaced_event(
-            namespace, field_selector="involvedObject.name=rot,involvedObject.kind=Registry"
-        ).items
-    ]
-    assert {"CARotationStaged", "CARotated", "CARetired"} <= set(reasons), reasons
+
+    def reasons() -> set[str]:
+        selector = "involvedObject.name=rot,involvedObject.kind=Registry"
+        events = core.list_namespaced_event(namespace, field_selector=selector).items
+        return {event.reason for event in events}
+
+    # Each step's Event is posted after the status write of its pass.
+    wanted = {"CARotationStaged", "CARotated", "CARetired"}
+    wait_for("the rotation's Events", lambda: wanted <= reasons(), 20)
     # The same request again is no new rotation.
     time.sleep(5)
     assert bundle() == [last]

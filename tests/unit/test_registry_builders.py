@@ -131,6 +131,22 @@ def test_single_node_volumes_roll_out_by_recreate() -> None:
     assert rollout_strategy(RegistrySpec.model_validate(spec)).value == "RollingUpdate"
 
 
+def test_a_stopping_pod_drains_only_when_another_takes_over() -> None:
+    """RollingUpdate: the old Pod serves 5 s more while the endpoints let go of it.
+    Recreate: no Pod takes over, so it stops at once (it would serve its old config)."""
+    spec = copy.deepcopy(sample_specs()[0])
+
+    def pre_stop(spec: dict[str, Any]) -> Any:
+        (deployment,) = by_kind(desired_children(inputs(spec)), "Deployment")
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        return (container.get("lifecycle") or {}).get("preStop")
+
+    spec["storage"] = {"pvc": {"size": "5Gi"}}
+    assert pre_stop(spec) is None
+    spec["rolloutStrategy"] = "RollingUpdate"
+    assert pre_stop(spec) == {"sleep": {"seconds": 5}}
+
+
 def test_checksum_rolls_pods_on_config_but_not_on_scale() -> None:
     spec = copy.deepcopy(sample_specs()[0])
 
