@@ -19,6 +19,7 @@ from berth.reconcile import nodes, rotation
 from berth.reconcile.access import robots_for_htpasswd, state_secret_name
 from berth.reconcile.invalid import InvalidSpec
 from berth.reconcile.kit import Note
+from berth.reconcile.registry_observe import Rollout
 from berth.resources.registry import (
     ADMIN_USER,
     CA_ROTATION_KEY,
@@ -235,11 +236,10 @@ async def _ca(kube: Kube, target: RegistryTarget) -> _CA:
     if spec.tls.mode is not TLSMode.SELF_SIGNED and not token_tls:
         return _CA()
     ca_secret = await kube.get(SECRET, namespace, names.ca_secret)
-    stored: pki.CertKey | None = pki.CertKey(
+    pair = pki.CertKey(
         secret_value(ca_secret, "ca.crt") or "", secret_value(ca_secret, "ca.key") or ""
     )
-    if stored is not None and not pki.ca_is_valid(stored):
-        stored = None
+    stored = pair if pki.ca_is_valid(pair) else None
     record = rotation.CARotation.from_json(secret_value(ca_secret, CA_ROTATION_KEY))
     moment, timing = rotation.now(), rotation.TIMING
     annotations = target.owner["metadata"].get("annotations") or {}
@@ -282,14 +282,9 @@ async def _rolled_out(kube: Kube, target: RegistryTarget) -> bool:
     none serves a certificate of a retired CA)."""
     for name in (target.names.deployment, target.names.token_server):
         found = await kube.get(DEPLOYMENT, target.namespace, name)
-        if found is None:
-            continue
-        status = found.get("status") or {}
-        wanted = (found.get("spec") or {}).get("replicas", 1)
         if (
-            status.get("observedGeneration", 0) < found["metadata"].get("generation", 0)
-            or status.get("updatedReplicas", 0) != wanted
-            or status.get("replicas", 0) != wanted
+            found is not None
+            and Rollout(found, (found.get("spec") or {}).get("replicas", 1)).rolling
         ):
             return False
     return True

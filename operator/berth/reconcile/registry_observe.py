@@ -30,7 +30,7 @@ def observe(inputs: RegistryInputs, live: Live) -> Outcome:
     readyReplicas and caConfigMap."""
     names, spec = inputs.names, inputs.spec
     deployment = live[("Deployment", names.deployment)]
-    rollout = _Rollout(deployment, spec.replicas)
+    rollout = Rollout(deployment, spec.replicas)
     storage = storage_condition(inputs, live)
     conditions = [
         _readiness(inputs, live, rollout, storage),
@@ -50,8 +50,9 @@ def observe(inputs: RegistryInputs, live: Live) -> Outcome:
     return Outcome(conditions, fields)
 
 
-class _Rollout:
-    """The registry Deployment's rollout, as its status tells it."""
+class Rollout:
+    """A Deployment's rollout (the registry's, the token server's), as its status
+    tells it."""
 
     def __init__(self, deployment: JSON, wanted: int) -> None:
         status = deployment.get("status") or {}
@@ -93,7 +94,7 @@ class _Rollout:
         return Cond(DEGRADED, False, "AsExpected", "")
 
 
-def _readiness(inputs: RegistryInputs, live: Live, rollout: _Rollout, storage: Cond) -> Cond:
+def _readiness(inputs: RegistryInputs, live: Live, rollout: Rollout, storage: Cond) -> Cond:
     names, spec, wanted = inputs.names, inputs.spec, rollout.wanted
     if wanted == 0:
         return Cond(READY, False, "ScaledToZero", "spec.replicas is 0")
